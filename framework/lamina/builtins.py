@@ -1,0 +1,32 @@
+"""The core's own plugin: registers Lamina's built-in ops and components through the
+same hooks that installed plugins use."""
+from __future__ import annotations
+
+from . import datasets, functional, init, losses, metrics, optim
+from .hookspecs import hookimpl
+from .nn.core import LAYERS
+from .ops import COMPOSITE_OPS, PRIMITIVE_OPS
+
+
+@hookimpl
+def lamina_register_ops(register):
+    for op in PRIMITIVE_OPS + COMPOSITE_OPS:
+        register(op)
+
+
+@hookimpl
+def lamina_register_components(register):
+    for name, fn in functional.ACTIVATIONS.items():
+        register("activations", name, fn)
+    for name, layer in LAYERS.items():
+        register("layers", name, layer)
+    for kind, classes in (("losses", losses.LOSSES), ("metrics", metrics.METRICS),
+                          ("optimizers", optim.OPTIMIZERS), ("initializers", init.INITIALIZERS)):
+        for cls in classes:
+            register(kind, cls.name, cls)
+    for name, loader in datasets.DATASETS.items():
+        register("datasets", name, loader)
+    from .recipes import builtin_recipes
+
+    for name, recipe in builtin_recipes().items():
+        register("recipes", name, recipe)

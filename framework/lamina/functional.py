@@ -1,0 +1,64 @@
+"""The functional API (`lamina.functional`, also `lamina.F`): stateless ops on tensors."""
+from __future__ import annotations
+
+from .ops import call
+from .tensor import Tensor, tensor
+
+
+def _t(x) -> Tensor:
+    return x if isinstance(x, Tensor) else tensor(x)
+
+
+def dense(x, W, b=None) -> Tensor:
+    """Z = X·W + b, X (m, n_in), W (n_in, n_out), b (n_out,)."""
+    x, W = _t(x), _t(W)
+    return call("dense", x, W) if b is None else call("dense", x, W, _t(b))
+
+
+def sigmoid(x) -> Tensor:
+    """σ(z) = 1/(1 + e^(-z))."""
+    return call("sigmoid", _t(x))
+
+
+def tanh(x) -> Tensor:
+    """tanh(z) = 2/(1 + e^(-2z)) - 1."""
+    return call("tanh", _t(x))
+
+
+def relu(x) -> Tensor:
+    """ReLU(z) = max(0, z)."""
+    return call("relu", _t(x))
+
+
+def leaky_relu(x, alpha: float = 0.01) -> Tensor:
+    """LReLU(z) = max(α·z, z)."""
+    return call("leaky_relu", _t(x), alpha=float(alpha))
+
+
+def softmax(x, axis: int = -1) -> Tensor:
+    """softmax(z)_i = e^(z_i) / Σ_j e^(z_j) along `axis`."""
+    return call("softmax", _t(x), axis=axis)
+
+
+def log_softmax(x, axis: int = -1) -> Tensor:
+    """log softmax(z)_i = z_i - log Σ_j e^(z_j) along `axis`."""
+    return call("log_softmax", _t(x), axis=axis)
+
+
+def binary_cross_entropy(probs, y) -> Tensor:
+    """L(y, a) = -mean[y·log a + (1 - y)·log(1 - a)] over every element."""
+    return call("binary_cross_entropy", _t(probs), _t(y))
+
+
+def softmax_cross_entropy(logits, labels) -> Tensor:
+    """J = -1/m Σ_i log softmax(z_i)[y_i] (labels int (m,) or one-hot (m, n)); dJ/dz = (ŷ - y)/m."""
+    return call("softmax_cross_entropy", _t(logits), _t(labels))
+
+
+def mse(pred, target) -> Tensor:
+    """J = mean((ŷ - y)²)."""
+    return call("mse", _t(pred), _t(target))
+
+
+ACTIVATIONS = {"sigmoid": sigmoid, "tanh": tanh, "relu": relu, "leaky_relu": leaky_relu, "softmax": softmax,
+               "log_softmax": log_softmax}

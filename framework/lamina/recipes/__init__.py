@@ -1,0 +1,160 @@
+"""Recipes: a model, its data, loss, optimizer and training settings, all by registered name,
+in TOML (data only: a recipe never runs code). Built-in recipes are TOML files beside this."""
+from __future__ import annotations
+
+import copy
+import inspect
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from ..errors import ConfigError, LaminaError, close_matches
+from ..registry import get, names
+
+SECTIONS = {"name": str, "description": str, "data": dict, "model": dict, "loss": dict, "optimizer": dict,
+            "training": dict}
+REQUIRED = ("data", "model", "loss", "optimizer")
+TRAINING_DEFAULTS = {"epochs": 10, "batch_size": 64, "seed": 0, "metrics": ["accuracy"]}
+
+
+@dataclass
+class Recipe:
+    name: str
+    data: dict
+    model: dict
+    loss: dict
+    optimizer: dict
+    training: dict = field(default_factory=dict)
+    description: str = ""
+    source: str = "<dict>"
+
+    # ---- loading ----------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, raw: dict, source: str = "<dict>") -> "Recipe":
+        where = f"recipe {source}"
+        for key, value in raw.items():
+            if key not in SECTIONS:
+                raise ConfigError(f"{where}: unknown section {key!r}.{close_matches(key, SECTIONS)} "
+                                  f"Sections: {', '.join(SECTIONS)}")
+            if not isinstance(value, SECTIONS[key]):
+                raise ConfigError(f"{where}: {key!r} must be a {SECTIONS[key].__name__}, got {value!r}")
+        for key in REQUIRED:
+            if key not in raw:
+                raise ConfigError(f"{where}: missing the [{key}] section")
+        for section, key in (("data", "dataset"), ("loss", "name"), ("optimizer", "name"), ("model", "layers")):
+            if key not in raw[section]:
+                raise ConfigError(f"{where}: [{section}] needs {key!r}")
+        if not isinstance(raw["model"]["layers"], list) or not raw["model"]["layers"]:
+            raise ConfigError(f"{where}: [model] layers must be a non-empty list of tables")
+        for i, spec in enumerate(raw["model"]["layers"]):
+            if not isinstance(spec, dict) or "type" not in spec:
+                raise ConfigError(f"{where}: layer {i} must be a table with a 'type', got {spec!r}")
+        training = dict(TRAINING_DEFAULTS, **raw.get("training", {}))
+        for key in training:
+            if key not in TRAINING_DEFAULTS:
+                raise ConfigError(f"{where}: unknown [training] setting {key!r}."
+                                  f"{close_matches(key, TRAINING_DEFAULTS)} Known: {', '.join(TRAINING_DEFAULTS)}")
+        raw = copy.deepcopy(raw)
+        return cls(name=raw.get("name", Path(source).stem), data=raw["data"], model=raw["model"],
+                   loss=raw["loss"], optimizer=raw["optimizer"], training=training,
+                   description=raw.get("description", ""), source=source)
+
+    @classmethod
+    def from_file(cls, path) -> "Recipe":
+        path = Path(path)
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"recipe file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"recipe {path}: invalid TOML: {err}") from err
+        return cls.from_dict(raw, str(path))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "description": self.description, "data": self.data, "model": self.model,
+                "loss": self.loss, "optimizer": self.optimizer, "training": self.training}
+
+    def with_overrides(self, **overrides) -> "Recipe":
+        """A copy with training settings (epochs, batch_size, seed) or `lr` replaced where not None."""
+        recipe = copy.deepcopy(self)
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key == "lr":
+                recipe.optimizer["lr"] = value
+            else:
+                recipe.training[key] = value
+        return recipe
+
+    # ---- building -------------------------------------------------------------------------
+    def load_data(self):
+        options = {k: v for k, v in self.data.items() if k != "dataset"}
+        return _construct("datasets", self.data["dataset"], options, f"recipe {self.name!r} [data]")
+
+    def build_model(self, num_features: int):
+        from ..nn import Sequential
+
+        layers, features = [], num_features
+        for i, spec in enumerate(self.model["layers"]):
+            options = {k: v for k, v in spec.items() if k != "type"}
+            factory = get("layers", spec["type"])
+            if "n_in" in _parameters(factory) and "n_in" not in options:
+                options["n_in"] = features
+            layer = _construct("layers", spec["type"], options, f"recipe {self.name!r} layer {i}")
+            features = layer.output_shape((None, features))[-1]
+            layers.append(layer)
+        return Sequential(*layers)
+
+    def build_loss(self):
+        options = {k: v for k, v in self.loss.items() if k != "name"}
+        return _construct("losses", self.loss["name"], options, f"recipe {self.name!r} [loss]")
+
+    def build_optimizer(self, params):
+        options = {k: v for k, v in self.optimizer.items() if k != "name"}
+        factory = get("optimizers", self.optimizer["name"])
+        try:
+            return factory(params, **options)
+        except TypeError as err:
+            raise ConfigError(f"recipe {self.name!r} [optimizer]: {err}") from err
+
+    def build_metrics(self) -> dict:
+        return {name: _construct("metrics", name, {}, f"recipe {self.name!r} metrics")
+                for name in self.training["metrics"]}
+
+
+def _parameters(factory) -> set[str]:
+    try:
+        return set(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def _construct(kind: str, name: str, options: dict, where: str):
+    factory = get(kind, name)
+    try:
+        return factory(**options)
+    except TypeError as err:
+        raise ConfigError(f"{where}: cannot build {kind[:-1]} {name!r} with {options}: {err}") from err
+
+
+def builtin_recipes() -> dict[str, Recipe]:
+    """The recipes shipped as TOML files in this package."""
+    found = {}
+    for entry in resources.files(__name__).iterdir():
+        if entry.name.endswith(".toml"):
+            recipe = Recipe.from_dict(tomllib.loads(entry.read_text()), f"lamina:{entry.name}")
+            found[recipe.name] = recipe
+    return found
+
+
+def load_recipe(name_or_path: str) -> Recipe:
+    """A registered recipe by name, or a recipe TOML file by path."""
+    if name_or_path.endswith(".toml") or Path(name_or_path).is_file():
+        return Recipe.from_file(name_or_path)
+    try:
+        return get("recipes", name_or_path)
+    except LaminaError:
+        raise ConfigError(f"unknown recipe {name_or_path!r}.{close_matches(name_or_path, names('recipes'))} "
+                          f"Registered recipes: {', '.join(names('recipes'))}; or give a path to a .toml file") from None

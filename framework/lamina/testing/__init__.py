@@ -1,0 +1,1 @@
+"""Testing tools for backend and plugin authors."""
