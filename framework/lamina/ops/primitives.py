@@ -93,12 +93,12 @@ def _reduce_samples(rng, dtype):
 
 
 def _check_reshape(x, *, shape):
-    known = [s for s in shape if s != -1]
     size = int(np.prod(x.shape, dtype=np.int64))
-    if shape.count(-1) > 1 or (-1 not in shape and int(np.prod(known, dtype=np.int64)) != size) or \
-            (-1 in shape and (not known or size % int(np.prod(known, dtype=np.int64)) != 0)):
-        if not (shape.count(-1) == 1 and size == 0):
-            raise ShapeError(f"reshape: cannot reshape a tensor of shape {x.shape} ({size} elements) to {shape}")
+    known = int(np.prod([s for s in shape if s != -1], dtype=np.int64))
+    inferred = shape.count(-1)
+    fits = known == size if inferred == 0 else (inferred == 1 and known != 0 and size % known == 0)
+    if not fits or any(s < -1 for s in shape):
+        raise ShapeError(f"reshape: cannot reshape a tensor of shape {x.shape} ({size} elements) to {shape}")
 
 
 def _reshape_samples(rng, dtype):
