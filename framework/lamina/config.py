@@ -61,6 +61,15 @@ def read_config_file(path: Path) -> dict:
     return data
 
 
+def _file_version(path: Path) -> tuple:
+    """What identifies a config file's content cheaply: its path, mtime and size (or absence)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return (str(path), None)
+    return (str(path), stat.st_mtime_ns, stat.st_size)
+
+
 def set_flag(name: str, value) -> None:
     """Record a value given on the command line (highest precedence); None removes it."""
     if value is None:
@@ -72,13 +81,14 @@ def set_flag(name: str, value) -> None:
 
 def resolve() -> Settings:
     """Every setting's effective value and its source."""
+    files = (user_config_path(), Path.cwd() / PROJECT_FILE)
     env = tuple(os.environ.get(v) for v in ENV_VARS.values())
-    key = (os.getcwd(), env, os.environ.get("XDG_CONFIG_HOME"), tuple(sorted(_flags.items(), key=str)))
+    key = (tuple(map(_file_version, files)), env, tuple(sorted(_flags.items(), key=str)))
     cached = _cache.get(key)
     if cached is not None:
         return cached
     values = {name: Setting(default, "default") for name, default in DEFAULTS.items()}
-    for path in (user_config_path(), Path.cwd() / PROJECT_FILE):
+    for path in files:
         for name, value in read_config_file(path).items():
             values[name] = Setting(value, str(path))
     for name, var in ENV_VARS.items():

@@ -100,15 +100,13 @@ class Layer:
         if strict and (missing or unexpected):
             raise CheckpointError(f"{self.name}: state does not fit the model: missing {missing or 'nothing'}, "
                                   f"unexpected {unexpected or 'nothing'}")
-        for name, value in state.items():
-            if name not in own:
-                continue
-            p = own[name]
-            value = np.asarray(value)
-            if tuple(value.shape) != p.shape:
-                raise CheckpointError(f"{self.name}: parameter {name!r} has shape {p.shape} in the model but "
-                                      f"{tuple(value.shape)} in the state")
-            p.data = p.backend.asarray(value, p.dtype)
+        values = {name: np.asarray(state[name]) for name in own if name in state}
+        mismatched = [f"{name!r} has shape {own[name].shape} in the model but {tuple(v.shape)} in the state"
+                      for name, v in values.items() if tuple(v.shape) != own[name].shape]
+        if mismatched:
+            raise CheckpointError(f"{self.name}: parameter " + "; parameter ".join(mismatched))
+        for name, value in values.items():
+            own[name].data = own[name].backend.asarray(value, own[name].dtype)
 
     # ---- description ---------------------------------------------------------------------
     def describe(self) -> str:

@@ -1,0 +1,4 @@
+"""`python -m lamina` runs the CLI."""
+from .cli import main
+
+main()
