@@ -97,12 +97,25 @@ def unbroadcast(backend, grad, shape: tuple):
     return grad
 
 
+def _owner(array):
+    """The array whose memory `array` uses (a view's base; NumPy/CuPy-style `.base`), else itself."""
+    while getattr(array, "base", None) is not None:
+        array = array.base
+    return array
+
+
+def _copy(backend, array):
+    """A fresh array equal to `array`, computed on the backend (so it stays on its device)."""
+    return backend.run("mul", array, backend.full((), 1.0, backend.dtype(array)))
+
+
 def backward(root: "Tensor", grad) -> None:
     """Accumulate d(root)/d(leaf) * grad into `.grad` of every leaf that requires grad."""
     from .tensor import Tensor
 
     backend = root.backend
     grads = {id(root): grad}
+    handed_out = {id(_owner(grad))}     # buffers the caller or a leaf's .grad already holds
     for tensor in reversed(_topological_order(root)):
         g = grads.pop(id(tensor), None)
         if g is None:
@@ -111,6 +124,9 @@ def backward(root: "Tensor", grad) -> None:
         if node is None:
             if tensor.requires_grad:
                 if tensor.grad is None:
+                    if id(_owner(g)) in handed_out:
+                        g = _copy(backend, g)
+                    handed_out.add(id(_owner(g)))
                     tensor.grad = Tensor._wrap(g, backend)
                 else:
                     tensor.grad = Tensor._wrap(backend.run("add", tensor.grad.data, g), backend)
