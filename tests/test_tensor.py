@@ -174,6 +174,18 @@ def test_sum_mean_max_over_axes(axis, keepdims):
         np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-12, err_msg=name)
 
 
+def test_reduction_axes_as_lists_and_numpy_ints():
+    x_np = np.arange(24.0).reshape(2, 3, 4)
+    for axis, want in ((np.int64(1), x_np.sum(axis=1)), ([0, 2], x_np.sum(axis=(0, 2)))):
+        x = f64(x_np)
+        out = x.sum(axis=axis)
+        np.testing.assert_array_equal(out.numpy(), want)
+        out.sum().backward()
+        np.testing.assert_array_equal(x.grad.numpy(), np.ones((2, 3, 4)))
+    np.testing.assert_array_equal(f64(x_np, False).max(axis=[1, 2]).numpy(), [11.0, 23.0])
+    np.testing.assert_array_equal(f64(x_np, False).mean(axis=np.int32(0)).numpy(), x_np.mean(axis=0))
+
+
 def test_max_shares_gradient_among_ties():
     x = f64([[1.0, 3.0, 3.0], [2.0, 0.0, -1.0]])
     x.max(axis=1).sum().backward()
@@ -237,6 +249,15 @@ def test_advanced_indexing_with_repeats_scatter_adds():
     expected = np.zeros((5, 2))
     expected[0, 1], expected[4, 0] = 1.0, 5.0
     np.testing.assert_array_equal(x.grad.numpy(), expected)
+
+
+def test_index_tuples_may_hold_integer_tensors():
+    logits = f64(np.arange(12.0).reshape(3, 4))
+    labels = lm.tensor([3, 0, 2])
+    picked = logits[np.arange(3), labels]
+    np.testing.assert_array_equal(picked.numpy(), [3.0, 4.0, 10.0])
+    picked.sum().backward()
+    np.testing.assert_array_equal(logits.grad.numpy().nonzero()[1], [3, 0, 2])
 
 
 def test_bad_index_is_an_op_error():
@@ -304,6 +325,14 @@ def test_no_grad_records_no_graph():
         return t * 3
 
     assert infer(x).requires_grad is False and lm.is_grad_enabled()
+
+    @lm.enable_grad()
+    def record(t):
+        return t * 3
+
+    with lm.no_grad():
+        assert record(x).requires_grad is True     # the decorator re-enables, it does not disable
+        assert not lm.is_grad_enabled()
 
 
 def test_detach_cuts_the_graph():

@@ -33,8 +33,10 @@ class no_grad:
         return False
 
     def __call__(self, fn):
+        mode = type(self)        # no_grad or enable_grad, whichever decorates
+
         def wrapper(*args, **kwargs):
-            with no_grad():
+            with mode():
                 return fn(*args, **kwargs)
 
         wrapper.__name__ = getattr(fn, "__name__", "wrapped")

@@ -18,7 +18,7 @@ def _swap_last(a):
 def _keepdims_shape(shape, axis):
     if axis is None:
         return (1,) * len(shape)
-    axes = {a % len(shape) for a in ((axis,) if isinstance(axis, int) else axis)}
+    axes = {a % len(shape) for a in ((axis,) if isinstance(axis, (int, np.integer)) else axis)}
     return tuple(1 if i in axes else n for i, n in enumerate(shape))
 
 

@@ -140,11 +140,19 @@ class Tensor:
     def __getitem__(self, index):
         if isinstance(index, Tensor):
             index = index.numpy()
+        elif isinstance(index, tuple):
+            index = tuple(i.numpy() if isinstance(i, Tensor) else i for i in index)
         return _call("getitem", self, index=index)
 
-    def sum(self, axis=None, keepdims: bool = False): return _call("sum", self, axis=axis, keepdims=keepdims)
-    def mean(self, axis=None, keepdims: bool = False): return _call("mean", self, axis=axis, keepdims=keepdims)
-    def max(self, axis=None, keepdims: bool = False): return _call("max", self, axis=axis, keepdims=keepdims)
+    def sum(self, axis=None, keepdims: bool = False):
+        return _call("sum", self, axis=_axis(axis), keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims: bool = False):
+        return _call("mean", self, axis=_axis(axis), keepdims=keepdims)
+
+    def max(self, axis=None, keepdims: bool = False):
+        return _call("max", self, axis=_axis(axis), keepdims=keepdims)
+
     def exp(self): return _call("exp", self)
     def log(self): return _call("log", self)
     def tanh(self): return _call("tanh", self)
@@ -177,6 +185,15 @@ def _call(name, *inputs, **attrs):
     from .ops import call
 
     return call(name, *inputs, **attrs)
+
+
+def _axis(axis):
+    """Reduction axes as the ops take them: None, an int or a tuple of ints (lists and NumPy ints too)."""
+    if axis is None or isinstance(axis, int):
+        return axis
+    if isinstance(axis, np.integer):
+        return int(axis)
+    return tuple(int(a) for a in axis)
 
 
 def _infer_dtype(data, dtype) -> np.dtype:
