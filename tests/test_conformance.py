@@ -68,6 +68,12 @@ class BrokenBackend(ReferenceBackend):
         y = 1 / (1 + np.exp(-x)) + 1e-3
         return y, lambda g: (g * y * (1 - y),)
 
+    @kernel("div")
+    def div(self, a, b):                     # rejects strided arrays, as a Cython `double[:, ::1]` would
+        if not (a.flags.c_contiguous and b.flags.c_contiguous):
+            raise ValueError("ndarray is not C-contiguous")
+        return super().div(a, b)
+
     @kernel("mse")
     def mse(self, pred, target):             # differentiable op without a backward
         return np.mean((pred - target) ** 2), None
@@ -98,6 +104,12 @@ def test_dtype_drift_is_reported(broken):
     check_op(broken, "exp", "float64")
     with pytest.raises(AssertionError, match="output has dtype float64, expected float32"):
         check_op(broken, "exp", "float32")
+
+
+def test_kernels_must_accept_strided_inputs(broken):
+    with pytest.raises(AssertionError, match=r"op 'div', sample 0 \(float64, transposed inputs\): running the op "
+                                             r"failed: ValueError: ndarray is not C-contiguous"):
+        check_op(broken, "div")
 
 
 def test_input_mutation_is_reported(broken):

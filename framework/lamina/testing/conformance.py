@@ -8,7 +8,11 @@ with `lamina.reference.ReferenceBackend` run in float64 on the same values:
 
 with rtol 1e-6 / atol 1e-9 in float64 and rtol 1e-4 / atol 1e-5 in float32 (the float32
 inputs are upcast exactly, so only the backend's own rounding is measured). Gradients come
-from autograd under a random upstream gradient G: `(out * G).sum().backward()`.
+from autograd under a random upstream gradient G: `(out * G).sum().backward()`. Each sample
+runs twice on the backend: with fresh contiguous inputs, and with every input of two or more
+dimensions made by the backend's own `transpose` (the strided arrays real graphs hand to
+kernels). The suite also fails a backend whose kernel changes an input of an op that is not
+`in_place`, returns the wrong dtype, or records no backward for a differentiable op.
 
 Use it from pytest in a backend's own test suite:
 
@@ -127,7 +131,7 @@ def check_op(backend, op_name: str, dtype="float64", seed: int | None = None) ->
     if not samples:
         raise AssertionError(f"op {op_name!r} defines no samples, so no backend can be checked against it")
     for index, sample in enumerate(samples):
-        where = f"backend {backend.name!r}, op {op_name!r}, sample {index} ({dtype})"
+        where = f"backend {backend.name!r}, op {op_name!r}, sample {index}"
         _check_sample(backend, op, sample, dtype, tolerance, rng, where)
     return len(samples)
 
@@ -161,24 +165,40 @@ class _Run:
     requires_grad: list    # whether each output recorded a backward
 
 
-def _make_inputs(backend, sample: Sample, cast_to, differentiable: bool) -> list[Tensor]:
-    tensors = []
+LAYOUTS = ("contiguous", "transposed")
+
+
+def _swap_last(ndim: int) -> tuple:
+    return tuple(range(ndim - 2)) + (ndim - 1, ndim - 2)
+
+
+def _make_inputs(backend, sample: Sample, cast_to, differentiable: bool, layout: str = "contiguous"):
+    """(leaves, op inputs). In the "transposed" layout every input of 2+ dimensions is built as the
+    backend's own `transpose` of a swapped copy, so kernels meet the strided arrays real graphs make."""
+    leaves, inputs = [], []
     for array in sample.inputs:
         array = np.array(array, copy=True)          # a fresh copy per backend (in-place ops)
         floating = array.dtype.kind == "f"
         if floating and cast_to is not None:
             array = array.astype(cast_to)
-        tensors.append(Tensor(array, requires_grad=floating and differentiable, dtype=array.dtype,
-                              backend=backend))
-    return tensors
+        requires_grad = floating and differentiable
+        if layout == "transposed" and array.ndim >= 2:
+            perm = _swap_last(array.ndim)
+            leaf = Tensor(np.ascontiguousarray(array.transpose(perm)), requires_grad=requires_grad,
+                          dtype=array.dtype, backend=backend)
+            inputs.append(call("transpose", leaf, axes=perm))
+        else:
+            leaf = Tensor(array, requires_grad=requires_grad, dtype=array.dtype, backend=backend)
+            inputs.append(leaf)
+        leaves.append(leaf)
+    return leaves, inputs
 
 
-def _execute(backend, op: Op, sample: Sample, cast_to, upstream) -> _Run:
-    tensors = _make_inputs(backend, sample, cast_to, op.differentiable)
-    result = call(op.name, *tensors, **sample.attrs)
-    outputs = list(result) if isinstance(result, tuple) else [result]
+def _execute(backend, op: Op, sample: Sample, cast_to, upstream, layout: str = "contiguous") -> _Run:
+    leaves, inputs = _make_inputs(backend, sample, cast_to, op.differentiable, layout)
+    outputs = _outputs(call(op.name, *inputs, **sample.attrs))
     values = [o.numpy().copy() for o in outputs]
-    grads = [None] * len(tensors)
+    grads = [None] * len(inputs)
     recorded = [bool(o.requires_grad) for o in outputs]
     if op.differentiable and upstream is not None and all(recorded):
         loss = None
@@ -186,15 +206,18 @@ def _execute(backend, op: Op, sample: Sample, cast_to, upstream) -> _Run:
             term = (out * Tensor(g, dtype=out.dtype, backend=backend)).sum()
             loss = term if loss is None else loss + term
         loss.backward()
-        grads = [t.grad.numpy().copy() if t.grad is not None else None for t in tensors]
-    return _Run(values, grads, [t.numpy() for t in tensors], recorded)
+        for k, (leaf, x) in enumerate(zip(leaves, inputs)):
+            if leaf.grad is not None:
+                g = leaf.grad.numpy()
+                grads[k] = (g if leaf is x else g.transpose(_swap_last(g.ndim))).copy()
+    return _Run(values, grads, [x.numpy() for x in inputs], recorded)
 
 
 def _check_sample(backend, op: Op, sample: Sample, dtype, tolerance: Tolerance, rng, where: str) -> None:
     oracle = reference_backend()
     with no_grad():
         expected_dtypes = [o.numpy().dtype for o in _outputs(call(op.name, *_make_inputs(
-            oracle, sample, None, False), **sample.attrs))]
+            oracle, sample, None, False)[1], **sample.attrs))]
     reference_forward = _execute(oracle, op, sample, FLOAT64, None)
     upstream = None
     if op.differentiable:
@@ -202,11 +225,17 @@ def _check_sample(backend, op: Op, sample: Sample, dtype, tolerance: Tolerance, 
                     for out in reference_forward.outputs]
     reference = _execute(oracle, op, sample, FLOAT64, upstream) if op.differentiable else reference_forward
 
-    try:
-        got = _execute(backend, op, sample, None, upstream)
-    except Exception as err:     # a missing kernel (BackendError) or a crashing one is a failure too
-        raise AssertionError(f"{where}: running the op failed: {type(err).__name__}: {err}") from err
+    strided = not op.in_place and any(np.ndim(a) >= 2 for a in sample.inputs)
+    for layout in LAYOUTS if strided else LAYOUTS[:1]:
+        here = f"{where} ({dtype})" if layout == "contiguous" else f"{where} ({dtype}, {layout} inputs)"
+        try:
+            got = _execute(backend, op, sample, None, upstream, layout)
+        except Exception as err:     # a missing kernel (BackendError) or a crashing one is a failure too
+            raise AssertionError(f"{here}: running the op failed: {type(err).__name__}: {err}") from err
+        _compare(got, reference, expected_dtypes, op, sample, tolerance, here)
 
+
+def _compare(got: _Run, reference: _Run, expected_dtypes, op: Op, sample: Sample, tolerance, where: str) -> None:
     if len(got.outputs) != len(reference.outputs):
         raise AssertionError(f"{where}: {len(got.outputs)} output(s), the reference gives {len(reference.outputs)}")
     for k, (out, want, want_dtype) in enumerate(zip(got.outputs, reference.outputs, expected_dtypes)):
