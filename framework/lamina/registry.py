@@ -6,6 +6,11 @@ from .errors import RegistrationError, UnknownNameError, close_matches
 KINDS = ("layers", "activations", "losses", "metrics", "optimizers", "initializers", "datasets", "recipes")
 
 
+def singular(kind: str) -> str:
+    """The name of one component of `kind`, for messages: losses -> loss, layers -> layer."""
+    return kind[:-2] if kind.endswith("sses") else kind[:-1]
+
+
 class Registry:
     def __init__(self):
         self._items: dict[str, dict[str, object]] = {kind: {} for kind in KINDS}
@@ -18,7 +23,7 @@ class Registry:
     def conflict(self, kind: str, name: str, plugin: str, override: bool) -> str | None:
         """The error message if registering `name` would silently replace another plugin's."""
         if name in self._items[kind] and not override:
-            return (f"{kind[:-1]} {name!r} is registered twice: by plugin {self._owners[kind, name]!r} and by "
+            return (f"{singular(kind)} {name!r} is registered twice: by plugin {self._owners[kind, name]!r} and by "
                     f"plugin {plugin!r} (the second may pass override=True to replace the first)")
         return None
 
@@ -32,7 +37,8 @@ class Registry:
         key = name if name in items else name.replace("-", "_")
         if key not in items:
             known = ", ".join(sorted(items)) or "none"
-            raise UnknownNameError(f"unknown {kind[:-1]} {name!r}.{close_matches(name, items)} Known {kind}: {known}")
+            raise UnknownNameError(f"unknown {singular(kind)} {name!r}.{close_matches(name, items)} "
+                                   f"Known {kind}: {known}")
         return items[key]
 
     def names(self, kind: str) -> list[str]:
