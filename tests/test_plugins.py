@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextvars
+import importlib
 import subprocess
 import sys
 import tomllib
@@ -271,6 +272,22 @@ def test_a_misspelled_hook_is_a_failure_not_silence(fresh):
     [failure] = [f for f in m.failures if f.name == "typo"]
     assert "unknown hook 'lamina_register_layers'" in failure.error
     assert "typo" not in m.info and "typo" not in names("layers")
+
+
+def test_a_second_distribution_claiming_a_plugin_name_is_reported(fresh, monkeypatch, tmp_path):
+    """Two entry points named `demo`: the first on sys.path loads, the other is a reported failure."""
+    dist_info = tmp_path / "lamina_impostor-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: lamina-impostor\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text("[lamina]\ndemo = lamina_impostor_is_never_imported\n")
+    monkeypatch.setattr(sys, "path", sys.path + [str(tmp_path)])
+    importlib.invalidate_caches()
+    plugins.reset()
+    m = manager()
+    [failure] = [f for f in m.failures if f.name == "demo"]
+    assert failure.distribution == "lamina-impostor"
+    assert failure.error == "not loaded: the plugin name 'demo' is already taken by distribution 'lamina-demo-plugin'"
+    assert m.info["demo"].distribution == "lamina-demo-plugin" and "scale" in names("layers")
 
 
 # ---- disabling ------------------------------------------------------------------------------------------

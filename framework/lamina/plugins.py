@@ -70,7 +70,11 @@ class LaminaPlugins:
         self._add(builtins, CORE_PLUGIN, _version_of("lamina"), "lamina")
         for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             dist = ep.dist.name if ep.dist is not None else "?"
-            if ep.name in self.disabled or ep.name in self.info:
+            if ep.name in self.disabled:
+                continue
+            if ep.name in self.info:        # two distributions claim one plugin name: never shadow silently
+                self._fail(ep.name, dist, f"not loaded: the plugin name {ep.name!r} is already taken by "
+                                          f"distribution {self.info[ep.name].distribution!r}")
                 continue
             try:
                 module = ep.load()
