@@ -1,9 +1,27 @@
-"""The CPU backend: the reference NumPy kernels, with compiled kernels for the hot paths."""
+"""The CPU backend: the reference NumPy kernels, with compiled kernels for the hot paths.
+
+The compiled (Cython) kernels take float32/float64 arrays; inputs they only read are made
+C-contiguous first (a copy only when they are not). Everything else goes where it would
+without them: a primitive to the inherited reference kernel, a composite to its default
+implementation (`_composite`), so every input works and the common ones are fast.
+Outputs are fresh arrays only where the op needs one; the optimizer updates work in place.
+"""
 from __future__ import annotations
 
 import numpy as np
 
+from lamina import autograd
+from lamina.backend import kernel
+from lamina.ops import get_op
 from lamina.reference import ReferenceBackend
+from lamina.tensor import Tensor
+
+from . import _activations, _optimizers, _reductions, _softmax
+
+COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+#: Below this many elements NumPy's own column sum is as fast as the compiled one.
+COLUMN_SUM_MIN = 1 << 14
 
 
 class CpuBackend(ReferenceBackend):
@@ -12,3 +30,198 @@ class CpuBackend(ReferenceBackend):
 
     def asarray(self, data, dtype):
         return np.array(data, dtype=dtype, copy=True, order="C")
+
+    # ---- elementwise activations ---------------------------------------------------------
+    @kernel("relu")
+    def relu(self, x):
+        """max(0, z); dz = g·[z > 0]."""
+        if not _compiled(x):
+            return self._composite("relu", x)
+        return _unary(x, _activations.relu_forward, _activations.relu_backward, save_output=False)
+
+    @kernel("leaky_relu")
+    def leaky_relu(self, x, *, alpha=0.01):
+        """z if z > 0 else α·z; dz = g·(1 if z > 0 else α)."""
+        if not _compiled(x):
+            return self._composite("leaky_relu", x, alpha=alpha)
+        return _unary(x, _activations.leaky_relu_forward, _activations.leaky_relu_backward,
+                      save_output=False, params=(float(alpha),))
+
+    @kernel("sigmoid")
+    def sigmoid(self, x):
+        """σ(z) = 1/(1 + e^(-z)); dz = g·σ·(1 - σ)."""
+        if not _compiled(x):
+            return self._composite("sigmoid", x)
+        return _unary(x, _activations.sigmoid_forward, _activations.sigmoid_backward, save_output=True)
+
+    @kernel("tanh")
+    def tanh(self, x):
+        """tanh(z); dz = g·(1 - tanh²(z))."""
+        if not _compiled(x):
+            return super().tanh(x)
+        return _unary(x, _activations.tanh_forward, _activations.tanh_backward, save_output=True)
+
+    # ---- softmax over the last axis ----------------------------------------------------------
+    @kernel("softmax")
+    def softmax(self, x, *, axis=-1):
+        """y_i = e^(z_i - max z)/Σ_j e^(z_j - max z) over the last axis; dz = y·(g - Σ_j g_j·y_j)."""
+        if not (_compiled(x) and _is_last_axis(x, axis)):
+            return self._composite("softmax", x, axis=axis)
+        return _unary(x, _softmax.softmax_forward, _softmax.softmax_backward, save_output=True, rows=True)
+
+    @kernel("log_softmax")
+    def log_softmax(self, x, *, axis=-1):
+        """y_i = (z_i - max z) - log Σ_j e^(z_j - max z) over the last axis; dz = g - e^y·Σ_j g_j."""
+        if not (_compiled(x) and _is_last_axis(x, axis)):
+            return self._composite("log_softmax", x, axis=axis)
+        return _unary(x, _softmax.log_softmax_forward, _softmax.log_softmax_backward, save_output=True,
+                      rows=True)
+
+    @kernel("softmax_cross_entropy")
+    def softmax_cross_entropy(self, logits, labels):
+        """J = -1/m Σ_i Σ_k y_ik·log softmax(z_i)_k, labels int (m,) or one-hot/soft (m, n);
+        dJ/dz = g·(softmax(z)·Σ_k y_k - y)/m, dJ/dy = -g·log softmax(z)/m."""
+        if not _compiled(logits) or logits.size == 0:
+            return self._composite("softmax_cross_entropy", logits, labels)
+        z = _c_order(logits)
+        m = z.shape[0]
+        shift, log_norm = np.empty(m, z.dtype), np.empty(m, z.dtype)
+        if labels.dtype.kind in "iu":
+            index = _c_order(labels.astype(np.int64, copy=False))
+            total = _softmax.cross_entropy_index_forward(z, index, shift, log_norm)
+
+            def backprop(g):
+                dz = np.empty_like(z)
+                _softmax.cross_entropy_index_backward(z, index, shift, log_norm, float(g) / m, dz)
+                return dz, None
+        else:
+            y = _c_order(labels.astype(z.dtype, copy=False))
+            y_sum = np.empty(m, z.dtype)
+            total = _softmax.cross_entropy_dense_forward(z, y, shift, log_norm, y_sum)
+
+            def backprop(g):
+                dz, dy = np.empty_like(z), np.empty_like(y)
+                _softmax.cross_entropy_dense_backward(z, y, shift, log_norm, y_sum, float(g) / m, dz, dy)
+                return dz, dy
+        return np.asarray(total / m, dtype=z.dtype), backprop
+
+    # ---- dense layers and reductions -------------------------------------------------------------
+    @kernel("dense")
+    def dense(self, x, W, b=None):
+        """Z = X·W + b (BLAS, bias added in place); dX = G·Wᵀ, dW = Xᵀ·G, db = Σ_rows G.
+        X of more than two dimensions is treated as (rows, n_in)."""
+        arrays = (x, W) if b is None else (x, W, b)
+        if not _compiled(*arrays):
+            return self._composite("dense", *arrays)
+        x2 = x.reshape(-1, x.shape[-1])
+        z = np.matmul(x2, W)
+        if b is not None:
+            z += b
+
+        def backprop(g):
+            g2 = g.reshape(-1, W.shape[1])
+            dx = np.matmul(g2, W.T).reshape(x.shape)
+            dW = np.matmul(x2.T, g2)
+            return (dx, dW) if b is None else (dx, dW, _column_sum(g2))
+
+        return z.reshape(x.shape[:-1] + (W.shape[1],)), backprop
+
+    @kernel("sum")
+    def sum(self, x, *, axis=None, keepdims=False):
+        """Σ over axes; the column sum of a 2-D array (axis 0) is compiled. dx = g broadcast to x."""
+        if not (x.ndim == 2 and axis in (0, -2, (0,), (-2,)) and _compiled(x)):
+            return super().sum(x, axis=axis, keepdims=keepdims)
+        y = _column_sum(x)
+
+        def backprop(g):
+            return (np.broadcast_to(np.reshape(g, (1, x.shape[1])), x.shape).copy(),)
+
+        return (y[None, :] if keepdims else y), backprop
+
+    # ---- optimizer updates (in place) ------------------------------------------------------------
+    @kernel("sgd_update")
+    def sgd_update(self, param, grad, *, lr):
+        """θ ← θ - α·dθ, in place."""
+        if not (_compiled(param, grad) and _updatable(param)):
+            return self._composite("sgd_update", param, grad, lr=lr)
+        _optimizers.sgd_update(param.reshape(-1), _c_order(grad).reshape(-1), lr)
+        return (param,), None
+
+    @kernel("adam_update")
+    def adam_update(self, param, grad, v, s, *, lr, beta1, beta2, epsilon, step):
+        """In place: v ← β1·v + (1-β1)·dθ; s ← β2·s + (1-β2)·dθ²; θ ← θ - α·v̂/(√ŝ + ε),
+        v̂ = v/(1-β1^t), ŝ = s/(1-β2^t)."""
+        if not (_compiled(param, grad, v, s) and _updatable(param, v, s)):
+            return self._composite("adam_update", param, grad, v, s, lr=lr, beta1=beta1, beta2=beta2,
+                                   epsilon=epsilon, step=step)
+        _optimizers.adam_update(param.reshape(-1), _c_order(grad).reshape(-1), v.reshape(-1), s.reshape(-1),
+                                lr, beta1, beta2, epsilon, step)
+        return (param, v, s), None
+
+    # ---- the fallback for inputs the compiled kernels do not take -----------------------------------
+    def _composite(self, op_name, *arrays, **attrs):
+        """Kernel result `(out, backprop)` of a composite op's default implementation, with the
+        backward taken by autograd through the ops that implementation records."""
+        op = get_op(op_name)
+        leaves = [Tensor._wrap(a, self, requires_grad=a.dtype.kind == "f") for a in arrays]
+        if not op.differentiable:
+            outputs = op.default(*leaves, **attrs)
+            return tuple(t.data for t in outputs), None
+        with autograd.enable_grad():
+            out = op.default(*leaves, **attrs)
+
+        def backprop(g):
+            for leaf in leaves:
+                leaf.grad = None
+            autograd.backward(out, g)
+            return tuple(None if leaf.grad is None else leaf.grad.data for leaf in leaves)
+
+        return out.data, backprop
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+def _compiled(*arrays) -> bool:
+    """Whether the compiled kernels take these arrays: all float32 or all float64."""
+    dtype = arrays[0].dtype
+    return dtype in COMPILED_DTYPES and all(a.dtype == dtype for a in arrays)
+
+
+def _updatable(*arrays) -> bool:
+    """Whether arrays can be updated in place by a compiled kernel: C-contiguous and writeable."""
+    return all(a.flags.c_contiguous and a.flags.writeable for a in arrays)
+
+
+def _c_order(a):
+    """`a` if it is C-contiguous, else a C-contiguous copy (0-d arrays stay 0-d)."""
+    return a if a.flags.c_contiguous else np.array(a, order="C")
+
+
+def _is_last_axis(x, axis) -> bool:
+    return x.ndim > 0 and x.size > 0 and axis in (-1, x.ndim - 1)
+
+
+def _unary(x, forward, backward, *, save_output, rows=False, params=()):
+    """Kernel result of a compiled one-input op: forward(x, out, *params) writes f(x) and
+    backward(saved, g, dx, *params) writes dL/dx, with saved = f(x) if save_output else x.
+    The compiled functions see flat views, or (rows, last axis) views if `rows`."""
+    x = _c_order(x)
+    view = (-1, x.shape[-1]) if rows else (-1,)
+    out = np.empty_like(x)
+    forward(x.reshape(view), out.reshape(view), *params)
+    saved = (out if save_output else x).reshape(view)
+
+    def backprop(g):
+        dx = np.empty_like(x)
+        backward(saved, _c_order(g.astype(x.dtype, copy=False)).reshape(view), dx.reshape(view), *params)
+        return (dx,)
+
+    return out, backprop
+
+
+def _column_sum(x2):
+    """Σ_rows of a 2-D array: compiled when it is large and C-contiguous, else NumPy's."""
+    if x2.size < COLUMN_SUM_MIN or not x2.flags.c_contiguous or x2.dtype not in COMPILED_DTYPES:
+        return x2.sum(axis=0)
+    out = np.empty(x2.shape[1], x2.dtype)
+    _reductions.column_sum(x2, out)
+    return out

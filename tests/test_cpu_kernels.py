@@ -1,0 +1,290 @@
+"""The CPU backend's compiled kernels against the reference backend (plain NumPy, composite
+defaults): forward values and input gradients in float64 and float32, over odd shapes, a
+batch of one, arrays above the OpenMP threshold, non-contiguous views and the inputs that
+go to the fallbacks; plus the in-place contract of the optimizer updates."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lamina
+from lamina.ops import call
+from lamina.reference import ReferenceBackend
+from lamina.tensor import Tensor
+
+TOLERANCE = {np.float64: 1e-10, np.float32: 1e-5}
+FLOATS = list(TOLERANCE)
+LARGE = (193, 257)   # 49 601 elements, above the kernels' PARALLEL_MIN (32 768)
+
+
+@pytest.fixture(scope="module")
+def cpu():
+    with lamina.use_backend("cpu") as backend:
+        yield backend
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return ReferenceBackend(seed=0)
+
+
+def rand(*shape, seed=0, scale=1.0):
+    return np.random.default_rng(seed).standard_normal(shape) * scale
+
+
+def run(backend, op, arrays, attrs):
+    """(output, [input gradients]) of `op` on `backend` for a fixed random output gradient."""
+    inputs = [Tensor._wrap(a, backend, requires_grad=a.dtype.kind == "f") for a in arrays]
+    out = call(op, *inputs, **attrs)
+    grad_out = np.asarray(np.random.default_rng(99).standard_normal(out.shape), dtype=out.dtype)
+    out.backward(grad_out)
+    return out.numpy(), [None if t.grad is None else t.grad.numpy() for t in inputs]
+
+
+def assert_close(actual, expected, dtype):
+    """Equal to `rtol` relative to each value, or to `rtol` of the array's largest magnitude
+    (gradients such as y·(g - Σ g·y) cancel to values far below their terms)."""
+    rtol = TOLERANCE[dtype]
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    scale = float(np.max(np.abs(expected), initial=1.0))
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
+def assert_matches_reference(cpu, reference, op, arrays, dtype, **attrs):
+    arrays = [a.astype(dtype) if a.dtype.kind == "f" else a for a in arrays]
+    out, grads = run(cpu, op, arrays, attrs)
+    want_out, want_grads = run(reference, op, [a.copy() for a in arrays], attrs)
+    assert_close(out, want_out, dtype)
+    assert len(grads) == len(want_grads)
+    for grad, want in zip(grads, want_grads):
+        assert (grad is None) == (want is None)
+        if want is not None:
+            assert_close(grad, want, dtype)
+
+
+# ---- elementwise activations ----------------------------------------------------------------
+ACTIVATIONS = [("relu", {}), ("leaky_relu", {"alpha": 0.01}), ("leaky_relu", {"alpha": 0.2}), ("sigmoid", {}),
+               ("tanh", {})]
+ACTIVATION_SHAPES = [(), (1,), (7,), (1, 5), (3, 17), (2, 3, 5), LARGE]
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", ACTIVATION_SHAPES, ids=str)
+@pytest.mark.parametrize("op,attrs", ACTIVATIONS, ids=lambda v: str(v) if isinstance(v, str) else "")
+def test_activation(cpu, reference, op, attrs, shape, dtype):
+    assert_matches_reference(cpu, reference, op, [rand(*shape, scale=3.0)], dtype, **attrs)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("op,attrs", ACTIVATIONS, ids=lambda v: str(v) if isinstance(v, str) else "")
+def test_activation_on_transposed_view(cpu, reference, op, attrs, dtype):
+    assert_matches_reference(cpu, reference, op, [rand(17, 6, scale=3.0).T], dtype, **attrs)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("op", ["sigmoid", "tanh"])
+def test_saturating_activations_over_their_whole_range(cpu, reference, op, dtype):
+    x = np.concatenate([np.linspace(-120, 120, 4001), np.linspace(-1e-3, 1e-3, 101), [0.0, 0.62, -0.63]])
+    assert_matches_reference(cpu, reference, op, [x], dtype)
+
+
+def test_relu_keeps_nan_and_clears_negative_infinity(cpu):
+    x = Tensor._wrap(np.array([np.nan, -np.inf, np.inf, -1.0, 2.0]), cpu)
+    np.testing.assert_array_equal(call("relu", x).numpy(), [np.nan, 0.0, np.inf, 0.0, 2.0])
+
+
+@pytest.mark.parametrize("op,attrs", ACTIVATIONS, ids=lambda v: str(v) if isinstance(v, str) else "")
+def test_activation_falls_back_for_float16(cpu, reference, op, attrs):
+    x = rand(4, 6, scale=3.0).astype(np.float16)
+    out, (grad,) = run(cpu, op, [x], attrs)
+    want_out, (want_grad,) = run(reference, op, [x.copy()], attrs)
+    np.testing.assert_array_equal(out, want_out)
+    np.testing.assert_array_equal(grad, want_grad)
+
+
+# ---- softmax and log-softmax ------------------------------------------------------------------
+ROW_SHAPES = [(1, 5), (4, 1), (7, 13), (2, 3, 5), (5,), LARGE]
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", ROW_SHAPES, ids=str)
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_softmax_over_last_axis(cpu, reference, op, shape, dtype):
+    assert_matches_reference(cpu, reference, op, [rand(*shape, scale=4.0)], dtype, axis=-1)
+    assert_matches_reference(cpu, reference, op, [rand(*shape, scale=4.0)], dtype, axis=len(shape) - 1)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_softmax_on_transposed_view_and_large_logits(cpu, reference, op, dtype):
+    assert_matches_reference(cpu, reference, op, [rand(13, 6, scale=4.0).T], dtype)
+    assert_matches_reference(cpu, reference, op, [rand(6, 9, scale=30.0) + 500.0], dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_softmax_over_other_axes_falls_back(cpu, reference, op, dtype):
+    assert_matches_reference(cpu, reference, op, [rand(4, 6, scale=3.0)], dtype, axis=0)
+    assert_matches_reference(cpu, reference, op, [rand(2, 3, 5, scale=3.0)], dtype, axis=1)
+
+
+def test_softmax_of_masked_logits_is_exactly_zero(cpu):
+    x = Tensor._wrap(np.array([[0.0, -np.inf, 1.0], [2.0, 2.0, -np.inf]], dtype=np.float32), cpu)
+    y = call("softmax", x).numpy()
+    assert y[0, 1] == 0 and y[1, 2] == 0
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-6)
+
+
+# ---- fused softmax cross-entropy -----------------------------------------------------------------
+CE_SHAPES = [(1, 5), (6, 5), (3, 1), (33, 17), LARGE]
+
+
+def labels_for(kind, m, n, seed=1):
+    rng = np.random.default_rng(seed)
+    if kind == "index":
+        return rng.integers(0, n, m)
+    if kind == "index32":
+        return rng.integers(0, n, m).astype(np.int32)
+    if kind == "one_hot":
+        return np.eye(n)[rng.integers(0, n, m)]
+    return rng.dirichlet(np.ones(n), size=m) * rng.uniform(0.5, 1.5, (m, 1))   # rows need not sum to 1
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", CE_SHAPES, ids=str)
+@pytest.mark.parametrize("kind", ["index", "index32", "one_hot", "soft"])
+def test_softmax_cross_entropy(cpu, reference, kind, shape, dtype):
+    logits = rand(*shape, scale=3.0)
+    assert_matches_reference(cpu, reference, "softmax_cross_entropy", [logits, labels_for(kind, *shape)], dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("kind", ["index", "soft"])
+def test_softmax_cross_entropy_on_transposed_logits(cpu, reference, kind, dtype):
+    logits = rand(9, 7, scale=3.0).T
+    assert_matches_reference(cpu, reference, "softmax_cross_entropy", [logits, labels_for(kind, 7, 9)], dtype)
+
+
+def test_softmax_cross_entropy_with_labels_of_another_float_dtype(cpu, reference):
+    logits, labels = rand(6, 5).astype(np.float32), labels_for("soft", 6, 5)
+    out, grads = run(cpu, "softmax_cross_entropy", [logits, labels], {})
+    want_out, want_grads = run(reference, "softmax_cross_entropy", [logits.copy(), labels.copy()], {})
+    assert_close(out, want_out, np.float32)
+    assert grads[1].dtype == np.float64
+    np.testing.assert_allclose(grads[1], want_grads[1], rtol=1e-5, atol=1e-6)
+
+
+def test_softmax_cross_entropy_falls_back_for_float16(cpu, reference):
+    logits, labels = rand(6, 5).astype(np.float16), labels_for("index", 6, 5)
+    out, grads = run(cpu, "softmax_cross_entropy", [logits, labels], {})
+    want_out, want_grads = run(reference, "softmax_cross_entropy", [logits.copy(), labels], {})
+    np.testing.assert_array_equal(out, want_out)
+    np.testing.assert_array_equal(grads[0], want_grads[0])
+
+
+# ---- dense and column sums ----------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("x_shape,n_out", [((5, 4), 3), ((1, 4), 3), ((2, 5, 4), 3), ((300, 130), 70)], ids=str)
+@pytest.mark.parametrize("bias", [True, False])
+def test_dense(cpu, reference, x_shape, n_out, bias, dtype):
+    arrays = [rand(*x_shape), rand(x_shape[-1], n_out, seed=1)] + ([rand(n_out, seed=2)] if bias else [])
+    assert_matches_reference(cpu, reference, "dense", arrays, dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_dense_on_transposed_operands(cpu, reference, dtype):
+    assert_matches_reference(cpu, reference, "dense", [rand(4, 5).T, rand(3, 4, seed=1).T, rand(3, seed=2)], dtype)
+
+
+def test_dense_with_mixed_dtypes_falls_back(cpu, reference):
+    arrays = [rand(5, 4), rand(4, 3, seed=1).astype(np.float32), rand(3, seed=2).astype(np.float32)]
+    out, grads = run(cpu, "dense", arrays, {})
+    want_out, want_grads = run(reference, "dense", [a.copy() for a in arrays], {})
+    assert out.dtype == want_out.dtype == np.float64
+    np.testing.assert_allclose(out, want_out, rtol=1e-12)
+    for grad, want in zip(grads, want_grads):
+        assert grad.dtype == want.dtype
+        np.testing.assert_allclose(grad, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape,axis,keepdims", [(LARGE, 0, False), (LARGE, (0,), True), ((3000, 7), -2, False),
+                                                 ((7, 5), 0, False), (LARGE, 1, False), (LARGE, None, False),
+                                                 ((4, 5, 6), 0, True)], ids=str)
+def test_sum(cpu, reference, shape, axis, keepdims, dtype):
+    assert_matches_reference(cpu, reference, "sum", [rand(*shape)], dtype, axis=axis, keepdims=keepdims)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_column_sum_of_transposed_view(cpu, reference, dtype):
+    assert_matches_reference(cpu, reference, "sum", [rand(LARGE[1], LARGE[0]).T], dtype, axis=0)
+
+
+# ---- optimizer updates ----------------------------------------------------------------------------
+ADAM = {"lr": 0.01, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}
+
+
+def adam_arrays(shape, dtype):
+    return [rand(*shape).astype(dtype), rand(*shape, seed=1).astype(dtype),
+            (rand(*shape, seed=2) * 0.1).astype(dtype), np.abs(rand(*shape, seed=3) * 0.1).astype(dtype)]
+
+
+def update(backend, op, arrays, attrs):
+    return [t.numpy() for t in call(op, *(Tensor._wrap(a, backend) for a in arrays), **attrs)]
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", [(1,), (4, 3), LARGE], ids=str)
+@pytest.mark.parametrize("step", [1, 7])
+def test_adam_update_matches_reference_in_place(cpu, reference, shape, step, dtype):
+    arrays = adam_arrays(shape, dtype)
+    want = update(reference, "adam_update", [a.copy() for a in arrays], {**ADAM, "step": step})
+    got = update(cpu, "adam_update", arrays, {**ADAM, "step": step})
+    for array, out, expected in zip([arrays[0], arrays[2], arrays[3]], got, want):
+        assert out is array                      # the kernel updated the caller's arrays in place
+        assert_close(out, expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", [(1,), (4, 3), LARGE], ids=str)
+def test_sgd_update_matches_reference_in_place(cpu, reference, shape, dtype):
+    param, grad = rand(*shape).astype(dtype), rand(*shape, seed=1).astype(dtype)
+    (want,) = update(reference, "sgd_update", [param.copy(), grad], {"lr": 0.1})
+    (got,) = update(cpu, "sgd_update", [param, grad], {"lr": 0.1})
+    assert got is param
+    assert_close(got, want, dtype)
+
+
+def test_adam_update_with_a_transposed_gradient(cpu, reference):
+    arrays = adam_arrays((4, 3), np.float64)
+    arrays[1] = np.ascontiguousarray(arrays[1].T).T
+    want = update(reference, "adam_update", [a.copy() for a in arrays], {**ADAM, "step": 2})
+    got = update(cpu, "adam_update", arrays, {**ADAM, "step": 2})
+    assert got[0] is arrays[0]
+    for out, expected in zip(got, want):
+        assert_close(out, expected, np.float64)
+
+
+def test_updates_of_non_contiguous_parameters_fall_back(cpu, reference):
+    arrays = [np.ascontiguousarray(a.T).T for a in adam_arrays((4, 3), np.float64)]
+    want = update(reference, "adam_update", [a.copy() for a in arrays], {**ADAM, "step": 2})
+    got = update(cpu, "adam_update", arrays, {**ADAM, "step": 2})
+    for out, expected in zip(got, want):
+        assert_close(out, expected, np.float64)
+    param, grad = arrays[0], arrays[1]
+    (want,) = update(reference, "sgd_update", [param.copy(), grad], {"lr": 0.1})
+    (got,) = update(cpu, "sgd_update", [param, grad], {"lr": 0.1})
+    assert_close(got, want, np.float64)
+
+
+def test_optimizer_steps_update_parameters_in_place(cpu):
+    layer = lamina.nn.Dense(6, 3)
+    optimizer = lamina.optim.Adam(layer.parameters(), lr=0.01)
+    weights = layer.W.data
+    for _ in range(3):
+        optimizer.zero_grad()
+        loss = lamina.F.softmax_cross_entropy(layer(lamina.tensor(rand(5, 6))), lamina.tensor(np.arange(5) % 3))
+        loss.backward()
+        optimizer.step()
+    assert layer.W.data is weights
+    assert optimizer.state[0]["v"].data.any()
