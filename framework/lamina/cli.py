@@ -12,20 +12,22 @@ from .errors import BackendError, ConfigError, LaminaError, UnknownNameError
 
 
 class LaminaGroup(click.Group):
-    """A group that adds the plugins' commands the first time it lists or looks one up."""
+    """A group that adds the plugins' commands the first time it lists or looks one up
+    (and again if the plugins were rediscovered since)."""
 
-    _plugins_added = False
+    _commands_from = None   # the plugin manager whose commands were added
 
     def _add_plugin_commands(self, ctx) -> None:
-        if self._plugins_added:
-            return
-        type(self)._plugins_added = True
         from .plugins import get_manager
 
         try:
-            get_manager().register_commands(self)
+            manager = get_manager()
         except LaminaError as err:
             click.echo(f"lamina: plugins could not be loaded: {err}", err=True)
+            return
+        if self._commands_from is not manager:
+            self._commands_from = manager
+            manager.register_commands(self)
 
     def list_commands(self, ctx):
         self._add_plugin_commands(ctx)
@@ -103,7 +105,7 @@ def plugins():
             kind, _, name = item.partition(":")
             kinds.setdefault(kind, []).append(name)
         for kind, names in sorted(kinds.items()):
-            click.echo(f"  {kind + 's:':<14}{', '.join(names)}")
+            click.echo(f"  {_plural(kind) + ':':<14}{', '.join(names)}")
     if manager.disabled:
         click.echo(f"disabled: {', '.join(sorted(manager.disabled))}")
     for failure in manager.failures:
@@ -209,6 +211,12 @@ def gradcheck(recipe, backend, examples, epsilon, seed):
     click.echo(f"{spec.name}: {n:,} parameters, {examples} examples, backend {get_backend().name}")
     click.echo(str(result))
     sys.exit(0 if result.passed else 1)
+
+
+def _plural(kind: str) -> str:
+    from .registry import KINDS, singular
+
+    return next((k for k in KINDS if singular(k) == kind), kind + "s")
 
 
 def _table(rows) -> None:

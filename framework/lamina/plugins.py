@@ -17,7 +17,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import RegistrationError
-from .registry import Registry
+from .registry import Registry, singular
 
 ENTRY_POINT_GROUP = "lamina"
 CORE_PLUGIN = "lamina"
@@ -131,7 +131,9 @@ class LaminaPlugins:
                                f"{hook_name} failed: {type(err).__name__}: {err}")
 
     def _record(self, plugin: str, what: str) -> None:
-        self.info[plugin].registered.append(what)
+        registered = self.info[plugin].registered
+        if what not in registered:
+            registered.append(what)
 
     def _commit_ops(self, plugin, staged):
         from .ops import registry as op_registry
@@ -182,7 +184,7 @@ class LaminaPlugins:
             entries.append((kind, name, obj))
         for kind, name, obj in entries:
             self.registry.add(kind, name, obj, plugin)
-            self._record(plugin, f"{kind[:-1]}:{name}")
+            self._record(plugin, f"{singular(kind)}:{name}")
 
     def register_commands(self, cli) -> None:
         """Let every plugin add its click commands to `cli`."""

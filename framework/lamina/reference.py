@@ -99,7 +99,7 @@ class ReferenceBackend(Backend):
 
     @kernel("transpose")
     def transpose(self, x, *, axes=None):
-        inverse = None if axes is None else tuple(np.argsort(axes))
+        inverse = None if axes is None else tuple(np.argsort([a % x.ndim for a in axes]))
         return np.transpose(x, axes), lambda g: (np.transpose(g, inverse),)
 
     @kernel("getitem")

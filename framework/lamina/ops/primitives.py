@@ -113,7 +113,8 @@ def _check_transpose(x, *, axes=None):
 
 def _transpose_samples(rng, dtype):
     x = rng.standard_normal((2, 3, 4)).astype(dtype)
-    return [Sample((x,), {"axes": None}), Sample((x,), {"axes": (1, 0, 2)}), Sample((x,), {"axes": (2, 0, 1)})]
+    return [Sample((x,), {"axes": None}), Sample((x,), {"axes": (1, 0, 2)}), Sample((x,), {"axes": (2, 0, 1)}),
+            Sample((x,), {"axes": (-1, 0, 1)})]
 
 
 def _check_getitem(x, *, index):

@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import ConfigError, LaminaError, close_matches
-from ..registry import get, names
+from ..registry import get, names, singular
 
 SECTIONS = {"name": str, "description": str, "data": dict, "model": dict, "loss": dict, "optimizer": dict,
             "training": dict}
@@ -136,7 +136,7 @@ def _construct(kind: str, name: str, options: dict, where: str):
     try:
         return factory(**options)
     except TypeError as err:
-        raise ConfigError(f"{where}: cannot build {kind[:-1]} {name!r} with {options}: {err}") from err
+        raise ConfigError(f"{where}: cannot build {singular(kind)} {name!r} with {options}: {err}") from err
 
 
 def builtin_recipes() -> dict[str, Recipe]:
