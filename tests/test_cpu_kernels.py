@@ -14,7 +14,7 @@ from lamina.tensor import Tensor
 
 TOLERANCE = {np.float64: 1e-10, np.float32: 1e-5}
 FLOATS = list(TOLERANCE)
-LARGE = (193, 257)   # 49 601 elements, above the kernels' PARALLEL_MIN (32 768)
+LARGE = (1031, 1033)   # 1 065 023 elements, above the kernels' PARALLEL_MIN (2^20): runs on OpenMP threads
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +174,15 @@ def test_softmax_cross_entropy_with_labels_of_another_float_dtype(cpu, reference
     np.testing.assert_allclose(grads[1], want_grads[1], rtol=1e-5, atol=1e-6)
 
 
+def test_softmax_cross_entropy_skips_the_label_gradient_when_not_asked(cpu, reference):
+    logits, labels = rand(6, 5), labels_for("soft", 6, 5)
+    _, want_grads = run(reference, "softmax_cross_entropy", [logits, labels], {})
+    _, backprop = cpu.kernels["softmax_cross_entropy"](logits, labels, needs_input_grad=(True, False))
+    dz, dy = backprop(np.asarray(np.random.default_rng(99).standard_normal(())))
+    assert dy is None
+    assert_close(dz, want_grads[0], np.float64)
+
+
 def test_softmax_cross_entropy_falls_back_for_float16(cpu, reference):
     logits, labels = rand(6, 5).astype(np.float16), labels_for("index", 6, 5)
     out, grads = run(cpu, "softmax_cross_entropy", [logits, labels], {})
@@ -189,6 +198,21 @@ def test_softmax_cross_entropy_falls_back_for_float16(cpu, reference):
 def test_dense(cpu, reference, x_shape, n_out, bias, dtype):
     arrays = [rand(*x_shape), rand(x_shape[-1], n_out, seed=1)] + ([rand(n_out, seed=2)] if bias else [])
     assert_matches_reference(cpu, reference, "dense", arrays, dtype)
+
+
+@pytest.mark.parametrize("needs", [(False, True, True), (True, False, False), (False, False, True), (False, True)],
+                         ids=str)
+def test_dense_computes_only_the_gradients_asked_for(cpu, reference, needs):
+    arrays = [rand(5, 4), rand(4, 3, seed=1), rand(3, seed=2)][:len(needs)]
+    _, want_grads = run(reference, "dense", arrays, {})
+    _, backprop = cpu.kernels["dense"](*arrays, needs_input_grad=needs)
+    grads = backprop(np.random.default_rng(99).standard_normal((5, 3)))      # the gradient run() uses
+    assert len(grads) == len(arrays)
+    for grad, want, needed in zip(grads, want_grads, needs):
+        if needed:
+            assert_close(grad, want, np.float64)
+        else:
+            assert grad is None
 
 
 @pytest.mark.parametrize("dtype", FLOATS)

@@ -160,11 +160,13 @@ def cross_entropy_dense_forward(const real[:, ::1] z, const real[:, ::1] y, real
 def cross_entropy_dense_backward(const real[:, ::1] z, const real[:, ::1] y, const real[::1] shift,
                                  const real[::1] log_norm, const real[::1] y_sum, double scale,
                                  real[:, ::1] dz, real[:, ::1] dy):
-    """dz_ij = scale·(softmax(z_i)_j·Σ_k y_ik - y_ij) and dy_ij = -scale·log softmax(z_i)_j."""
+    """dz_ij = scale·(softmax(z_i)_j·Σ_k y_ik - y_ij) and, unless dy is None, dy_ij = -scale·log softmax(z_i)_j."""
     cdef Py_ssize_t i, j, m = z.shape[0], n = z.shape[1]
-    cdef real c = <real>scale, log_p
+    cdef real c = <real>scale
+    cdef bint label_grad = dy is not None
     for i in prange(m, nogil=True, schedule="static", use_threads_if=m * n >= PARALLEL_MIN):
         for j in range(n):
-            log_p = (z[i, j] - shift[i]) - log_norm[i]
-            dz[i, j] = c * (exp_(log_p) * y_sum[i] - y[i, j])
-            dy[i, j] = -c * log_p
+            dz[i, j] = c * (exp_((z[i, j] - shift[i]) - log_norm[i]) * y_sum[i] - y[i, j])
+        if label_grad:
+            for j in range(n):
+                dy[i, j] = -c * ((z[i, j] - shift[i]) - log_norm[i])

@@ -15,9 +15,11 @@ ctypedef fused real:
     double
 
 cdef enum:
-    # Elements (or row elements) below which a loop runs on one thread: starting the
-    # OpenMP team costs a few microseconds, about what a core needs for this many elements.
-    PARALLEL_MIN = 1 << 15
+    # Elements below which a loop runs on one thread. After a parallel loop GCC's OpenMP
+    # workers spin for milliseconds before they sleep, taking the cores that NumPy's
+    # OpenBLAS threads want for the next matrix product (OpenBLAS issue #3187); only loops
+    # this large gain more from the extra threads than that costs.
+    PARALLEL_MIN = 1 << 20
 
 
 cdef inline float _bits_to_float(int32_t bits) noexcept nogil:

@@ -5,6 +5,10 @@ C-contiguous first (a copy only when they are not). Everything else goes where i
 without them: a primitive to the inherited reference kernel, a composite to its default
 implementation (`_composite`), so every input works and the common ones are fast.
 Outputs are fresh arrays only where the op needs one; the optimizer updates work in place.
+
+Kernels whose backward is costly per input (`dense`, `softmax_cross_entropy`) take an optional
+`needs_input_grad`, one bool per input, and skip the gradients nobody asked for (as PyTorch's
+`ctx.needs_input_grad`); without it they compute every gradient.
 """
 from __future__ import annotations
 
@@ -78,9 +82,9 @@ class CpuBackend(ReferenceBackend):
                       rows=True)
 
     @kernel("softmax_cross_entropy")
-    def softmax_cross_entropy(self, logits, labels):
+    def softmax_cross_entropy(self, logits, labels, *, needs_input_grad=None):
         """J = -1/m Σ_i Σ_k y_ik·log softmax(z_i)_k, labels int (m,) or one-hot/soft (m, n);
-        dJ/dz = g·(softmax(z)·Σ_k y_k - y)/m, dJ/dy = -g·log softmax(z)/m."""
+        dJ/dz = g·(softmax(z)·Σ_k y_k - y)/m, dJ/dy = -g·log softmax(z)/m (float labels only)."""
         if not _compiled(logits) or logits.size == 0:
             return self._composite("softmax_cross_entropy", logits, labels)
         z = _c_order(logits)
@@ -98,18 +102,20 @@ class CpuBackend(ReferenceBackend):
             y = _c_order(labels.astype(z.dtype, copy=False))
             y_sum = np.empty(m, z.dtype)
             total = _softmax.cross_entropy_dense_forward(z, y, shift, log_norm, y_sum)
+            _, label_grad = needs_input_grad or (True, True)
 
             def backprop(g):
-                dz, dy = np.empty_like(z), np.empty_like(y)
+                dz = np.empty_like(z)
+                dy = np.empty_like(y) if label_grad else None
                 _softmax.cross_entropy_dense_backward(z, y, shift, log_norm, y_sum, float(g) / m, dz, dy)
                 return dz, dy
         return np.asarray(total / m, dtype=z.dtype), backprop
 
     # ---- dense layers and reductions -------------------------------------------------------------
     @kernel("dense")
-    def dense(self, x, W, b=None):
-        """Z = X·W + b (BLAS, bias added in place); dX = G·Wᵀ, dW = Xᵀ·G, db = Σ_rows G.
-        X of more than two dimensions is treated as (rows, n_in)."""
+    def dense(self, x, W, b=None, *, needs_input_grad=None):
+        """Z = X·W + b (BLAS, bias added in place); dX = G·Wᵀ, dW = Xᵀ·G, db = Σ_rows G, each
+        only if `needs_input_grad` asks for it. X of more than two dimensions is taken as (rows, n_in)."""
         arrays = (x, W) if b is None else (x, W, b)
         if not _compiled(*arrays):
             return self._composite("dense", *arrays)
@@ -117,12 +123,15 @@ class CpuBackend(ReferenceBackend):
         z = np.matmul(x2, W)
         if b is not None:
             z += b
+        needs = needs_input_grad or (True,) * len(arrays)
 
         def backprop(g):
             g2 = g.reshape(-1, W.shape[1])
-            dx = np.matmul(g2, W.T).reshape(x.shape)
-            dW = np.matmul(x2.T, g2)
-            return (dx, dW) if b is None else (dx, dW, _column_sum(g2))
+            dx = np.matmul(g2, W.T).reshape(x.shape) if needs[0] else None
+            dW = np.matmul(x2.T, g2) if needs[1] else None
+            if b is None:
+                return dx, dW
+            return dx, dW, _column_sum(g2) if needs[2] else None
 
         return z.reshape(x.shape[:-1] + (W.shape[1],)), backprop
 
