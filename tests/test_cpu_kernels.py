@@ -183,6 +183,12 @@ def test_softmax_cross_entropy_skips_the_label_gradient_when_not_asked(cpu, refe
     assert_close(dz, want_grads[0], np.float64)
 
 
+@pytest.mark.parametrize("bad_label", [-1, 5])
+def test_softmax_cross_entropy_kernel_rejects_labels_out_of_range(cpu, bad_label):
+    with pytest.raises(lamina.OpError, match=r"labels must lie in \[0, 5\)"):
+        cpu.run("softmax_cross_entropy", rand(3, 5), np.array([0, bad_label, 2]))
+
+
 def test_softmax_cross_entropy_falls_back_for_float16(cpu, reference):
     logits, labels = rand(6, 5).astype(np.float16), labels_for("index", 6, 5)
     out, grads = run(cpu, "softmax_cross_entropy", [logits, labels], {})

@@ -16,6 +16,7 @@ import numpy as np
 
 from lamina import autograd
 from lamina.backend import kernel
+from lamina.errors import OpError
 from lamina.ops import get_op
 from lamina.reference import ReferenceBackend
 from lamina.tensor import Tensor
@@ -92,6 +93,9 @@ class CpuBackend(ReferenceBackend):
         shift, log_norm = np.empty(m, z.dtype), np.empty(m, z.dtype)
         if labels.dtype.kind in "iu":
             index = _c_order(labels.astype(np.int64, copy=False))
+            if m and (index.min() < 0 or index.max() >= z.shape[1]):   # the compiled loops do not bounds-check
+                raise OpError(f"softmax_cross_entropy: labels must lie in [0, {z.shape[1]}), got values from "
+                              f"{index.min()} to {index.max()}")
             total = _softmax.cross_entropy_index_forward(z, index, shift, log_norm)
 
             def backprop(g):
