@@ -197,7 +197,7 @@ def test_softmax_cross_entropy_falls_back_for_float16(cpu, reference):
     np.testing.assert_array_equal(grads[0], want_grads[0])
 
 
-# ---- dense and column sums ----------------------------------------------------------------------
+# ---- dense ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("x_shape,n_out", [((5, 4), 3), ((1, 4), 3), ((2, 5, 4), 3), ((300, 130), 70)], ids=str)
 @pytest.mark.parametrize("bias", [True, False])
@@ -235,19 +235,6 @@ def test_dense_with_mixed_dtypes_falls_back(cpu, reference):
     for grad, want in zip(grads, want_grads):
         assert grad.dtype == want.dtype
         np.testing.assert_allclose(grad, want, rtol=1e-6)
-
-
-@pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("shape,axis,keepdims", [(LARGE, 0, False), (LARGE, (0,), True), ((3000, 7), -2, False),
-                                                 ((7, 5), 0, False), (LARGE, 1, False), (LARGE, None, False),
-                                                 ((4, 5, 6), 0, True)], ids=str)
-def test_sum(cpu, reference, shape, axis, keepdims, dtype):
-    assert_matches_reference(cpu, reference, "sum", [rand(*shape)], dtype, axis=axis, keepdims=keepdims)
-
-
-@pytest.mark.parametrize("dtype", FLOATS)
-def test_column_sum_of_transposed_view(cpu, reference, dtype):
-    assert_matches_reference(cpu, reference, "sum", [rand(LARGE[1], LARGE[0]).T], dtype, axis=0)
 
 
 # ---- optimizer updates ----------------------------------------------------------------------------

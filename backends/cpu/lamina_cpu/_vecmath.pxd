@@ -1,10 +1,12 @@
 """Shared by the kernel modules: the `real` fused type, the size above which loops run on
 OpenMP threads, and exp/tanh/sqrt in the precision of `real`, written so that GCC
-vectorizes the loops that call them (with -fno-math-errno, sqrt is one instruction).
+vectorizes the loops that call them.
 
 libm's expf/tanhf are opaque calls that keep a loop scalar; `exp_` and `tanh_` below are
-branch-free polynomials for float (≤ 2 ulp from the true value) and libm for double, where
-the float64 oracle of the tests asks for full precision.
+branch-free polynomials for float (within 2 ulp) and libm for double, where the float64
+oracle of the tests asks for full precision. The modules that use them are compiled with
+-fno-trapping-math (so GCC turns the float selects into vector blends) and -fno-math-errno
+(so sqrt is one instruction), never -ffast-math: that could fold away the rounding in `_expf`.
 """
 from libc.math cimport exp, sqrt, sqrtf, tanh
 from libc.stdint cimport int32_t
@@ -35,7 +37,7 @@ cdef inline int32_t _float_to_bits(float value) noexcept nogil:
 
 
 cdef inline float _expf(float x) noexcept nogil:
-    """e^x = 2^n·e^r, n = round(x/ln 2), |r| ≤ ln2/2, e^r by its degree-7 minimax polynomial.
+    """e^x = 2^n·e^r with n = round(x/ln 2), |r| ≤ ln2/2, and e^r by Cephes' degree-7 polynomial.
 
     x > 88 saturates at e^88 (callers pass x ≤ 0 or saturate first); x < -87 gives 0; NaN stays NaN.
     """

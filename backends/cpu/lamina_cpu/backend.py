@@ -21,12 +21,9 @@ from lamina.ops import get_op
 from lamina.reference import ReferenceBackend
 from lamina.tensor import Tensor
 
-from . import _activations, _optimizers, _reductions, _softmax
+from . import _activations, _optimizers, _softmax
 
 COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-#: Below this many elements NumPy's own column sum is as fast as the compiled one.
-COLUMN_SUM_MIN = 1 << 14
 
 
 class CpuBackend(ReferenceBackend):
@@ -115,11 +112,12 @@ class CpuBackend(ReferenceBackend):
                 return dz, dy
         return np.asarray(total / m, dtype=z.dtype), backprop
 
-    # ---- dense layers and reductions -------------------------------------------------------------
+    # ---- dense layers -------------------------------------------------------------------------
     @kernel("dense")
     def dense(self, x, W, b=None, *, needs_input_grad=None):
-        """Z = X·W + b (BLAS, bias added in place); dX = G·Wᵀ, dW = Xᵀ·G, db = Σ_rows G, each
-        only if `needs_input_grad` asks for it. X of more than two dimensions is taken as (rows, n_in)."""
+        """Z = X·W + b (BLAS, bias added in place); dX = G·Wᵀ, dW = Xᵀ·G, db = Σ_rows G (NumPy's
+        column sum: a compiled one is no faster), each only if `needs_input_grad` asks for it.
+        X of more than two dimensions is taken as (rows, n_in)."""
         arrays = (x, W) if b is None else (x, W, b)
         if not _compiled(*arrays):
             return self._composite("dense", *arrays)
@@ -135,21 +133,9 @@ class CpuBackend(ReferenceBackend):
             dW = np.matmul(x2.T, g2) if needs[1] else None
             if b is None:
                 return dx, dW
-            return dx, dW, _column_sum(g2) if needs[2] else None
+            return dx, dW, g2.sum(axis=0) if needs[2] else None
 
         return z.reshape(x.shape[:-1] + (W.shape[1],)), backprop
-
-    @kernel("sum")
-    def sum(self, x, *, axis=None, keepdims=False):
-        """Σ over axes; the column sum of a 2-D array (axis 0) is compiled. dx = g broadcast to x."""
-        if not (x.ndim == 2 and axis in (0, -2, (0,), (-2,)) and _compiled(x)):
-            return super().sum(x, axis=axis, keepdims=keepdims)
-        y = _column_sum(x)
-
-        def backprop(g):
-            return (np.broadcast_to(np.reshape(g, (1, x.shape[1])), x.shape).copy(),)
-
-        return (y[None, :] if keepdims else y), backprop
 
     # ---- optimizer updates (in place) ------------------------------------------------------------
     @kernel("sgd_update")
@@ -229,12 +215,3 @@ def _unary(x, forward, backward, *, save_output, rows=False, params=()):
         return (dx,)
 
     return out, backprop
-
-
-def _column_sum(x2):
-    """Σ_rows of a 2-D array: compiled when it is large and C-contiguous, else NumPy's."""
-    if x2.size < COLUMN_SUM_MIN or not x2.flags.c_contiguous or x2.dtype not in COMPILED_DTYPES:
-        return x2.sum(axis=0)
-    out = np.empty(x2.shape[1], x2.dtype)
-    _reductions.column_sum(x2, out)
-    return out
