@@ -136,10 +136,11 @@ def cross_entropy_index_backward(const real[:, ::1] z, const long long[::1] labe
                                  const real[::1] log_norm, double scale, real[:, ::1] dz):
     """dz_ij = scale·(softmax(z_i)_j - [j = labels_i])."""
     cdef Py_ssize_t i, j, m = z.shape[0], n = z.shape[1]
-    cdef real c = <real>scale
+    cdef real c = <real>scale, top, norm
     for i in prange(m, nogil=True, schedule="static", use_threads_if=m * n >= PARALLEL_MIN):
+        top, norm = shift[i], log_norm[i]
         for j in range(n):
-            dz[i, j] = c * exp_((z[i, j] - shift[i]) - log_norm[i])
+            dz[i, j] = c * exp_((z[i, j] - top) - norm)
         dz[i, labels[i]] -= c
 
 
@@ -162,11 +163,12 @@ def cross_entropy_dense_backward(const real[:, ::1] z, const real[:, ::1] y, con
                                  real[:, ::1] dz, real[:, ::1] dy):
     """dz_ij = scale·(softmax(z_i)_j·Σ_k y_ik - y_ij) and, unless dy is None, dy_ij = -scale·log softmax(z_i)_j."""
     cdef Py_ssize_t i, j, m = z.shape[0], n = z.shape[1]
-    cdef real c = <real>scale
+    cdef real c = <real>scale, top, norm, weight
     cdef bint label_grad = dy is not None
     for i in prange(m, nogil=True, schedule="static", use_threads_if=m * n >= PARALLEL_MIN):
+        top, norm, weight = shift[i], log_norm[i], y_sum[i]
         for j in range(n):
-            dz[i, j] = c * (exp_((z[i, j] - shift[i]) - log_norm[i]) * y_sum[i] - y[i, j])
+            dz[i, j] = c * (exp_((z[i, j] - top) - norm) * weight - y[i, j])
         if label_grad:
             for j in range(n):
-                dy[i, j] = -c * ((z[i, j] - shift[i]) - log_norm[i])
+                dy[i, j] = -c * ((z[i, j] - top) - norm)
