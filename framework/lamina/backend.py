@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import contextvars
+import inspect
 from typing import Callable
 
 import numpy as np
@@ -35,11 +36,13 @@ class Backend(abc.ABC):
 
     def __init__(self, seed: int | None = None):
         self.kernels: dict[str, Callable] = {}
+        #: ops whose kernel takes `needs_input_grad` (see `add_kernel`)
+        self.kernels_taking_input_mask: set[str] = set()
         for klass in reversed(type(self).__mro__):
             for attr, value in vars(klass).items():
                 op_name = getattr(value, "_lamina_kernel", None)
                 if op_name is not None:
-                    self.kernels[op_name] = getattr(self, attr)
+                    self.add_kernel(op_name, getattr(self, attr))
         self.manual_seed(seed)
 
     # ---- availability ----------------------------------------------------------------
@@ -81,8 +84,14 @@ class Backend(abc.ABC):
 
     # ---- kernels ---------------------------------------------------------------------------
     def add_kernel(self, op_name: str, fn: Callable) -> None:
-        """Install a kernel `fn(*arrays, **attrs) -> (out, backprop)` (used by plugins)."""
+        """Install a kernel `fn(*arrays, **attrs) -> (out, backprop)` (used by plugins). A kernel with a
+        keyword parameter `needs_input_grad` is told, when autograd records it, which inputs require
+        grad (one bool each), so that its backprop may return None for the others and skip their work."""
         self.kernels[op_name] = fn
+        if _takes_input_mask(fn):
+            self.kernels_taking_input_mask.add(op_name)
+        else:
+            self.kernels_taking_input_mask.discard(op_name)
 
     def run(self, op_name: str, *arrays, **attrs):
         """Forward of a kernel on raw arrays, without autograd (for framework internals)."""
@@ -99,6 +108,13 @@ class Backend(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+
+def _takes_input_mask(fn: Callable) -> bool:
+    try:
+        return "needs_input_grad" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):      # a builtin or extension function without a signature
+        return False
 
 
 # ---- selection ------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ plugin's registrations from one hook land together or not at all.
 """
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, field
 from importlib import metadata

@@ -3,7 +3,8 @@
 The compiled (Cython) kernels take float32/float64 arrays; inputs they only read are made
 C-contiguous first (a copy only when they are not). Everything else goes where it would
 without them: a primitive to the inherited reference kernel, a composite to its default
-implementation (`_composite`), so every input works and the common ones are fast.
+implementation (the kernel returns NotImplemented), so every input works and the common
+ones are fast.
 Outputs are fresh arrays only where the op needs one; the optimizer updates work in place.
 
 Kernels whose backward is costly per input (`dense`, `softmax_cross_entropy`) take an optional
@@ -14,12 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from lamina import autograd
 from lamina.backend import kernel
 from lamina.errors import OpError
-from lamina.ops import get_op
 from lamina.reference import ReferenceBackend
-from lamina.tensor import Tensor
 
 from . import _activations, _optimizers, _softmax
 
@@ -38,14 +36,14 @@ class CpuBackend(ReferenceBackend):
     def relu(self, x):
         """max(0, z); dz = g·[z > 0]."""
         if not _compiled(x):
-            return self._composite("relu", x)
+            return NotImplemented
         return _unary(x, _activations.relu_forward, _activations.relu_backward, save_output=False)
 
     @kernel("leaky_relu")
     def leaky_relu(self, x, *, alpha=0.01):
         """z if z > 0 else α·z; dz = g·(1 if z > 0 else α)."""
         if not _compiled(x):
-            return self._composite("leaky_relu", x, alpha=alpha)
+            return NotImplemented
         return _unary(x, _activations.leaky_relu_forward, _activations.leaky_relu_backward,
                       save_output=False, params=(float(alpha),))
 
@@ -53,7 +51,7 @@ class CpuBackend(ReferenceBackend):
     def sigmoid(self, x):
         """σ(z) = 1/(1 + e^(-z)); dz = g·σ·(1 - σ)."""
         if not _compiled(x):
-            return self._composite("sigmoid", x)
+            return NotImplemented
         return _unary(x, _activations.sigmoid_forward, _activations.sigmoid_backward, save_output=True)
 
     @kernel("tanh")
@@ -68,14 +66,14 @@ class CpuBackend(ReferenceBackend):
     def softmax(self, x, *, axis=-1):
         """y_i = e^(z_i - max z)/Σ_j e^(z_j - max z) over the last axis; dz = y·(g - Σ_j g_j·y_j)."""
         if not (_compiled(x) and _is_last_axis(x, axis)):
-            return self._composite("softmax", x, axis=axis)
+            return NotImplemented
         return _unary(x, _softmax.softmax_forward, _softmax.softmax_backward, save_output=True, rows=True)
 
     @kernel("log_softmax")
     def log_softmax(self, x, *, axis=-1):
         """y_i = (z_i - max z) - log Σ_j e^(z_j - max z) over the last axis; dz = g - e^y·Σ_j g_j."""
         if not (_compiled(x) and _is_last_axis(x, axis)):
-            return self._composite("log_softmax", x, axis=axis)
+            return NotImplemented
         return _unary(x, _softmax.log_softmax_forward, _softmax.log_softmax_backward, save_output=True,
                       rows=True)
 
@@ -84,7 +82,7 @@ class CpuBackend(ReferenceBackend):
         """J = -1/m Σ_i Σ_k y_ik·log softmax(z_i)_k, labels int (m,) or one-hot/soft (m, n);
         dJ/dz = g·(softmax(z)·Σ_k y_k - y)/m, dJ/dy = -g·log softmax(z)/m (float labels only)."""
         if not _compiled(logits) or logits.size == 0:
-            return self._composite("softmax_cross_entropy", logits, labels)
+            return NotImplemented
         z = _c_order(logits)
         m = z.shape[0]
         shift, log_norm = np.empty(m, z.dtype), np.empty(m, z.dtype)
@@ -120,7 +118,7 @@ class CpuBackend(ReferenceBackend):
         X of more than two dimensions is taken as (rows, n_in)."""
         arrays = (x, W) if b is None else (x, W, b)
         if not _compiled(*arrays):
-            return self._composite("dense", *arrays)
+            return NotImplemented
         x2 = x.reshape(-1, x.shape[-1])
         z = np.matmul(x2, W)
         if b is not None:
@@ -142,7 +140,7 @@ class CpuBackend(ReferenceBackend):
     def sgd_update(self, param, grad, *, lr):
         """θ ← θ - α·dθ, in place."""
         if not (_compiled(param, grad) and _updatable(param)):
-            return self._composite("sgd_update", param, grad, lr=lr)
+            return NotImplemented
         _optimizers.sgd_update(param.reshape(-1), _c_order(grad).reshape(-1), lr)
         return (param,), None
 
@@ -151,32 +149,10 @@ class CpuBackend(ReferenceBackend):
         """In place: v ← β1·v + (1-β1)·dθ; s ← β2·s + (1-β2)·dθ²; θ ← θ - α·v̂/(√ŝ + ε),
         v̂ = v/(1-β1^t), ŝ = s/(1-β2^t)."""
         if not (_compiled(param, grad, v, s) and _updatable(param, v, s)):
-            return self._composite("adam_update", param, grad, v, s, lr=lr, beta1=beta1, beta2=beta2,
-                                   epsilon=epsilon, step=step)
+            return NotImplemented
         _optimizers.adam_update(param.reshape(-1), _c_order(grad).reshape(-1), v.reshape(-1), s.reshape(-1),
                                 lr, beta1, beta2, epsilon, step)
         return (param, v, s), None
-
-    # ---- the fallback for inputs the compiled kernels do not take -----------------------------------
-    def _composite(self, op_name, *arrays, **attrs):
-        """Kernel result `(out, backprop)` of a composite op's default implementation, with the
-        backward taken by autograd through the ops that implementation records."""
-        op = get_op(op_name)
-        leaves = [Tensor._wrap(a, self, requires_grad=a.dtype.kind == "f") for a in arrays]
-        if not op.differentiable:
-            outputs = op.default(*leaves, **attrs)
-            return tuple(t.data for t in outputs), None
-        with autograd.enable_grad():
-            out = op.default(*leaves, **attrs)
-
-        def backprop(g):
-            for leaf in leaves:
-                leaf.grad = None
-            autograd.backward(out, g)
-            return tuple(None if leaf.grad is None else leaf.grad.data for leaf in leaves)
-
-        return out.data, backprop
-
 
 # ---- helpers ----------------------------------------------------------------------------------
 def _compiled(*arrays) -> bool:

@@ -5,7 +5,9 @@ is *primitive* (every backend must supply a kernel) or *composite* (it has a def
 implementation written with other ops, which a backend may replace with a fused kernel),
 and sample inputs the conformance suite uses. A kernel is a backend function
 `kernel(*arrays, **attrs) -> (out, backprop)` where `backprop(grad_out)` returns one
-gradient (or None) per input; non-differentiable ops return `backprop=None`.
+gradient (or None) per input; non-differentiable ops return `backprop=None`. A kernel of a
+composite op may return `NotImplemented` for inputs it does not handle (a dtype, a layout):
+the op then runs its default implementation.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Callable, Optional
 
 from .. import autograd
 from ..errors import BackendError, OpError, RegistrationError, UnknownNameError, close_matches
+from ..tensor import Tensor
 
 PRIMITIVE = "primitive"
 COMPOSITE = "composite"
@@ -91,8 +94,6 @@ def _ensure_loaded() -> None:
 
 def call(name: str, *inputs, **attrs):
     """Run op `name` on tensors `inputs`, recording it for autograd when needed."""
-    from ..tensor import Tensor
-
     op = _ops.get(name) or get_op(name)
     backend = inputs[0].backend
     for tensor in inputs[1:]:
@@ -107,7 +108,16 @@ def call(name: str, *inputs, **attrs):
             raise BackendError(f"backend {backend.name!r} has no kernel for primitive op {name!r}; "
                                f"every backend must implement it")
         return op.default(*inputs, **attrs)
-    out, backprop = kernel(*(t.data for t in inputs), **attrs)
+    if name in backend.kernels_taking_input_mask and autograd.is_grad_enabled():
+        attrs["needs_input_grad"] = tuple(t.requires_grad for t in inputs)
+    result = kernel(*(t.data for t in inputs), **attrs)
+    if result is NotImplemented:        # a fused kernel declining these inputs (dtype, layout)
+        if op.default is None:
+            raise BackendError(f"backend {backend.name!r}: the kernel of primitive op {name!r} "
+                               f"returned NotImplemented; primitives must handle every input")
+        attrs.pop("needs_input_grad", None)
+        return op.default(*inputs, **attrs)
+    out, backprop = result
     if isinstance(out, tuple):
         return tuple(Tensor._wrap(o, backend) for o in out)
     needs_grad = (backprop is not None and autograd.is_grad_enabled()
