@@ -5,12 +5,12 @@ from __future__ import annotations
 from . import datasets, functional, init, losses, metrics, optim
 from .hookspecs import hookimpl
 from .nn.core import LAYERS
-from .ops import COMPOSITE_OPS, PRIMITIVE_OPS
+from .ops import CORE_OPS
 
 
 @hookimpl
 def lamina_register_ops(register):
-    for op in PRIMITIVE_OPS + COMPOSITE_OPS:
+    for op in CORE_OPS:
         register(op)
 
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from .errors import RegistrationError, UnknownNameError, close_matches
 
-KINDS = ("layers", "activations", "losses", "metrics", "optimizers", "initializers", "datasets", "recipes")
+KINDS = ("layers", "activations", "losses", "metrics", "optimizers", "schedules", "regularizers", "initializers",
+         "datasets", "recipes")
 
 
 def singular(kind: str) -> str:

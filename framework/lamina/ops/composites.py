@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd import no_grad
 from ..errors import OpError, ShapeError
 from .registry import COMPOSITE, Op, Sample, call, check_float, check_ndim
 from .primitives import _check_reduce, _normalize_axis, _reduce_samples
@@ -168,40 +167,6 @@ def _mse_samples(rng, dtype):
     return [Sample((r(5, 3), r(5, 3))), Sample((r(7,), r(7,)))]
 
 
-# ---- optimizer updates (in place on backends that fuse them) ----------------------------------
-def sgd_update(param, grad, *, lr):
-    """θ ← θ - α·dθ."""
-    with no_grad():
-        return (param - grad * lr,)
-
-
-def adam_update(param, grad, m, v, *, lr, beta1, beta2, epsilon, step):
-    """v = β1·v + (1-β1)·dθ; s = β2·s + (1-β2)·dθ²; θ ← θ - α·v̂/(√ŝ + ε), v̂ = v/(1-β1^t), ŝ = s/(1-β2^t)."""
-    with no_grad():
-        m = m * beta1 + grad * (1.0 - beta1)
-        v = v * beta2 + grad * grad * (1.0 - beta2)
-        m_hat = m / (1.0 - beta1 ** step)
-        v_hat = v / (1.0 - beta2 ** step)
-        return param - m_hat * lr / (v_hat ** 0.5 + epsilon), m, v
-
-
-def _check_update(param, grad, *state, **_):
-    for name, t in (("grad", grad),) + tuple((f"state[{i}]", s) for i, s in enumerate(state)):
-        if t.shape != param.shape:
-            raise ShapeError(f"optimizer update: {name} has shape {t.shape} but the parameter has {param.shape}")
-
-
-def _sgd_samples(rng, dtype):
-    r = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
-    return [Sample((r(4, 3), r(4, 3)), {"lr": 0.1})]
-
-
-def _adam_samples(rng, dtype):
-    r = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
-    return [Sample((r(4, 3), r(4, 3), r(4, 3) * 0.1, np.abs(r(4, 3)) * 0.1),
-                   {"lr": 0.01, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "step": 3})]
-
-
 def _scalar(like, value):
     from ..tensor import Tensor
 
@@ -225,8 +190,4 @@ COMPOSITE_OPS = [
     Op("softmax_cross_entropy", COMPOSITE, _softmax_ce_samples, _check_softmax_ce, default=softmax_cross_entropy,
        doc=softmax_cross_entropy.__doc__),
     Op("mse", COMPOSITE, _mse_samples, _check_same_shape("mse", "pred", "target"), default=mse, doc=mse.__doc__),
-    Op("sgd_update", COMPOSITE, _sgd_samples, _check_update, default=sgd_update, differentiable=False,
-       in_place=True, doc=sgd_update.__doc__),
-    Op("adam_update", COMPOSITE, _adam_samples, _check_update, default=adam_update, differentiable=False,
-       in_place=True, doc=adam_update.__doc__),
 ]
