@@ -76,6 +76,13 @@ class Backend(abc.ABC):
     def manual_seed(self, seed: int | None) -> None:
         self._rng = np.random.default_rng(seed)
 
+    def rng_state(self):
+        """The generator's state as JSON-able data (checkpoints store it so resumed runs match)."""
+        return self._rng.bit_generator.state
+
+    def set_rng_state(self, state) -> None:
+        self._rng.bit_generator.state = state
+
     def random_normal(self, shape, dtype, scale: float = 1.0):
         return self.asarray(self._rng.standard_normal(shape) * scale, dtype)
 

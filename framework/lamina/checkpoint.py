@@ -20,7 +20,7 @@ from .errors import CheckpointError
 ARRAYS_FILE = "checkpoint.safetensors"
 META_FILE = "checkpoint.json"
 FORMAT_VERSION = 1
-MODEL_PREFIX, OPTIMIZER_PREFIX = "model/", "optimizer/"
+MODEL_PREFIX, OPTIMIZER_PREFIX, EXTRA_PREFIX = "model/", "optimizer/", "extra/"
 
 
 def _atomic_write(path: Path, payload: bytes) -> None:
@@ -37,8 +37,10 @@ def _atomic_write(path: Path, payload: bytes) -> None:
         raise
 
 
-def save(directory, model, optimizer=None, metadata: dict | None = None) -> Path:
-    """Write the model's (and optimizer's) state and `metadata` (JSON-able) into `directory`."""
+def save(directory, model, optimizer=None, metadata: dict | None = None,
+         extra_arrays: dict[str, np.ndarray] | None = None) -> Path:
+    """Write the model's (and optimizer's) state, `metadata` (JSON-able) and named
+    `extra_arrays` (e.g. the input normalization, the best weights so far) into `directory`."""
     from safetensors.numpy import save as st_save
 
     directory = Path(directory)
@@ -48,6 +50,7 @@ def save(directory, model, optimizer=None, metadata: dict | None = None) -> Path
     if optimizer is not None:
         opt_arrays, optimizer_scalars = optimizer.state_dict()
         arrays.update({OPTIMIZER_PREFIX + k: np.ascontiguousarray(v) for k, v in opt_arrays.items()})
+    arrays.update({EXTRA_PREFIX + k: np.ascontiguousarray(v) for k, v in (extra_arrays or {}).items()})
     payload = st_save(arrays)
     _atomic_write(directory / ARRAYS_FILE, payload)
     meta = {"format_version": FORMAT_VERSION, "arrays_sha256": hashlib.sha256(payload).hexdigest(),
@@ -91,6 +94,12 @@ def load(directory, model, optimizer=None) -> dict:
         optimizer.load_state_dict({k[len(OPTIMIZER_PREFIX):]: v for k, v in arrays.items()
                                    if k.startswith(OPTIMIZER_PREFIX)}, meta["optimizer"])
     return meta["metadata"]
+
+
+def extra_arrays(directory) -> dict[str, np.ndarray]:
+    """The `extra_arrays` saved with a checkpoint (verified like the rest)."""
+    arrays, _ = read(directory)
+    return {k[len(EXTRA_PREFIX):]: v for k, v in arrays.items() if k.startswith(EXTRA_PREFIX)}
 
 
 def exists(directory) -> bool:

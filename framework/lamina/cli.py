@@ -47,6 +47,25 @@ def cli():
     """Lamina: every classic idea of deep learning as a real, fast, tested component."""
 
 
+class BatchSize(click.ParamType):
+    """A positive integer, or 'full' / 'stochastic' (§2.11)."""
+
+    name = "SIZE"
+
+    def convert(self, value, param, ctx):
+        from .recipes import BATCH_MODES
+
+        if isinstance(value, int) or value in BATCH_MODES:
+            return value
+        try:
+            size = int(value)
+        except ValueError:
+            size = 0
+        if size < 1:
+            self.fail(f"{value!r} is neither a positive integer nor one of {', '.join(BATCH_MODES)}", param, ctx)
+        return size
+
+
 def backend_option(fn):
     return click.option("--backend", metavar="NAME",
                         help="Backend to run on (overrides LAMINA_BACKEND and lamina.toml).")(fn)
@@ -149,7 +168,8 @@ def _default_out(recipe_name: str) -> Path:
 @click.argument("recipe")
 @backend_option
 @click.option("--epochs", type=click.IntRange(min=1), help="Number of epochs.")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Mini-batch size.")
+@click.option("--batch-size", type=BatchSize(), help="Mini-batch size, or 'full' (batch gradient descent) "
+              "or 'stochastic' (one example at a time).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate α.")
 @click.option("--seed", type=int, help="Random seed (initialization and shuffling).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
@@ -203,14 +223,57 @@ def gradcheck(recipe, backend, examples, epsilon, seed):
             model = spec.build_model(data.num_features)
             loss_fn = spec.build_loss()
             X, y = tensor(data.train.X[:examples]), tensor(data.train.y[:examples])
+            regularizer = spec.build_regularizer()
             params = dict(model.named_parameters())
-            result = check(lambda: loss_fn(model(X), y), params, epsilon=epsilon)
+
+            def cost():      # J as training sees it, regularization term included (§2.10)
+                J = loss_fn(model(X), y)
+                return J + regularizer(model, examples) if regularizer is not None else J
+
+            result = check(cost, params, epsilon=epsilon)
     except LaminaError as err:
         raise click.ClickException(str(err)) from None
     n = sum(p.size for p in params.values())
     click.echo(f"{spec.name}: {n:,} parameters, {examples} examples, backend {get_backend().name}")
     click.echo(str(result))
     sys.exit(0 if result.passed else 1)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("inputs", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@backend_option
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the predictions as CSV here (default: print them).")
+def predict(run_dir, inputs, backend, out):
+    """Predict with the model trained in RUN_DIR on INPUTS (.npy, or .csv of numbers, one example a row).
+
+    The inputs are normalized exactly as the training set was (the statistics are in the checkpoint).
+    """
+    import numpy as np
+
+    from .metrics import predicted_classes
+    from .run import TrainedModel
+
+    _select_backend(backend)
+    try:
+        X = np.load(inputs, allow_pickle=False) if inputs.suffix == ".npy" else np.loadtxt(inputs, delimiter=",",
+                                                                                          ndmin=2)
+    except ValueError as err:
+        raise click.BadParameter(f"cannot read {inputs}: {err}", param_hint="INPUTS") from None
+    try:
+        trained = TrainedModel(run_dir)
+        outputs = trained.predict(X.reshape(len(X), -1))
+    except LaminaError as err:
+        raise click.ClickException(str(err)) from None
+    classes = predicted_classes(outputs)
+    lines = ["class," + ",".join(f"p_{j}" if outputs.shape[1] > 1 else "p" for j in range(outputs.shape[1]))]
+    lines += [f"{c}," + ",".join(f"{v:.6g}" for v in row) for c, row in zip(classes, outputs)]
+    if out is None:
+        click.echo("\n".join(lines))
+    else:
+        out.write_text("\n".join(lines) + "\n")
+        click.echo(f"wrote {len(classes)} predictions to {out}")
 
 
 def _plural(kind: str) -> str:

@@ -43,22 +43,32 @@ def train_recipe(recipe: Recipe, out_dir, resume: bool = False, progress: bool =
     settings = recipe.training
     manual_seed(settings["seed"])
     data = recipe.load_data()
+    normalizer = _fit_normalizer(recipe, data)
     model = recipe.build_model(data.num_features)
     loss_fn, metrics = recipe.build_loss(), recipe.build_metrics()
     optimizer = recipe.build_optimizer(model.parameters())
     backend = get_backend().name
+    batch_size = recipe.batch_size(len(data.train))
     echo(f"training {recipe.name!r} on backend {backend!r}: {model.num_parameters():,} parameters, "
-         f"{len(data.train)} training examples, {settings['epochs']} epochs")
+         f"{len(data.train)} training examples, {settings['epochs']} epochs of batches of {batch_size}")
 
     def report(epoch, history):
         dev = history.dev_metrics[-1] if history.dev_metrics else {}
         shown = "  ".join(f"dev {k} {v:.4f}" for k, v in dev.items())
         echo(f"epoch {epoch:>3}/{settings['epochs']}  cost {history.epoch_cost[-1]:.4f}  {shown}")
 
+    early_stopping = recipe.build_early_stopping()
     history = training.fit(model, loss_fn, optimizer, data.train, data.dev, epochs=settings["epochs"],
-                           batch_size=settings["batch_size"], metrics=metrics, seed=settings["seed"],
+                           batch_size=batch_size, metrics=metrics, seed=settings["seed"],
+                           schedule=recipe.build_schedule(), regularizer=recipe.build_regularizer(),
+                           clip=recipe.build_clip(), early_stopping=early_stopping,
                            checkpoint_dir=out_dir / CHECKPOINT_DIR, resume=resume, progress=progress,
-                           metadata={"recipe": recipe.name, "backend": backend}, on_epoch_end=report)
+                           metadata={"recipe": recipe.name, "backend": backend,
+                                     "num_features": data.num_features}, on_epoch_end=report,
+                           extra_arrays=_normalizer_arrays(normalizer))
+    if early_stopping is not None and early_stopping.best_epoch and early_stopping.wait >= early_stopping.patience:
+        echo(f"early stopping: no better dev {early_stopping.metric} for {early_stopping.patience} epochs; "
+             f"restored the weights of epoch {early_stopping.best_epoch}")
 
     results = {"recipe": recipe.name, "backend": backend, "epochs": len(history.epoch_cost),
                "num_parameters": model.num_parameters()}
@@ -67,6 +77,8 @@ def train_recipe(recipe: Recipe, out_dir, resume: bool = False, progress: bool =
         if split is not None:
             for key, value in training.evaluate(model, loss_fn, split, metrics).items():
                 results[f"{split_name}_{key}"] = value
+    if early_stopping is not None:
+        results["best_epoch"] = early_stopping.best_epoch
     results["epoch_cost"] = history.epoch_cost
     results["history"] = history.to_dict()
     _write_text(out_dir / "metrics.json", json.dumps(results, indent=2))
@@ -74,3 +86,65 @@ def train_recipe(recipe: Recipe, out_dir, resume: bool = False, progress: bool =
     if plot is None:
         echo("matplotlib is not installed, so no learning_curve.png was drawn (pip install 'lamina[plots]')")
     return results
+
+
+NORMALIZER_PREFIX = "normalizer/"
+
+
+def _fit_normalizer(recipe: Recipe, data):
+    """Fit the input standardization on the training split and apply it to every split (§2.6)."""
+    if not recipe.normalize:
+        return None
+    from .preprocessing import Standardizer
+
+    normalizer = Standardizer().fit(data.train.X)
+    for split in (data.train, data.dev, data.test):
+        if split is not None:
+            split.X = normalizer.transform(split.X)
+    return normalizer
+
+
+def _normalizer_arrays(normalizer) -> dict:
+    if normalizer is None:
+        return {}
+    return {NORMALIZER_PREFIX + k: v for k, v in normalizer.state_dict().items()}
+
+
+class TrainedModel:
+    """A finished run loaded back: its recipe, model and input normalization, ready to predict."""
+
+    def __init__(self, run_dir):
+        import tomllib
+
+        from . import checkpoint
+
+        run_dir = Path(run_dir)
+        config_path = run_dir / "config.toml"
+        if not config_path.is_file():
+            raise ConfigError(f"{run_dir} is not a lamina run folder: it has no config.toml")
+        self.recipe = Recipe.from_dict(tomllib.loads(config_path.read_text()), str(config_path))
+        _, meta = checkpoint.read(run_dir / CHECKPOINT_DIR)
+        self.model = self.recipe.build_model(meta["metadata"]["num_features"])
+        checkpoint.load(run_dir / CHECKPOINT_DIR, self.model)
+        extra = checkpoint.extra_arrays(run_dir / CHECKPOINT_DIR)
+        state = {k[len(NORMALIZER_PREFIX):]: v for k, v in extra.items() if k.startswith(NORMALIZER_PREFIX)}
+        self.normalizer = None
+        if state:
+            from .preprocessing import Standardizer
+
+            self.normalizer = Standardizer.from_state_dict(state)
+
+    def predict(self, X):
+        """The model's outputs for raw inputs X (normalized exactly as in training); class
+        probabilities (softmax of the logits) when the recipe's loss works on logits."""
+        import numpy as np
+
+        from .functional import softmax
+
+        X = np.asarray(X, dtype=np.float64)
+        if self.normalizer is not None:
+            X = self.normalizer.transform(X)
+        outputs = training.predict(self.model, X)
+        if self.recipe.build_loss().expects == "logits":
+            outputs = softmax(outputs.astype(np.float64)).numpy()
+        return outputs

@@ -13,9 +13,12 @@ from ..errors import ConfigError, LaminaError, close_matches
 from ..registry import get, names, singular
 
 SECTIONS = {"name": str, "description": str, "data": dict, "model": dict, "loss": dict, "optimizer": dict,
-            "training": dict}
+            "schedule": dict, "regularization": dict, "training": dict}
 REQUIRED = ("data", "model", "loss", "optimizer")
-TRAINING_DEFAULTS = {"epochs": 10, "batch_size": 64, "seed": 0, "metrics": ["accuracy"]}
+TRAINING_DEFAULTS = {"epochs": 10, "batch_size": 64, "seed": 0, "metrics": ["accuracy"], "clip_norm": None,
+                     "clip_value": None, "early_stopping": None}
+#: batch_size may also name a mode (§2.11): all m examples at once, or one at a time
+BATCH_MODES = ("full", "stochastic")
 
 
 @dataclass
@@ -26,6 +29,8 @@ class Recipe:
     loss: dict
     optimizer: dict
     training: dict = field(default_factory=dict)
+    schedule: dict | None = None
+    regularization: dict | None = None
     description: str = ""
     source: str = "<dict>"
 
@@ -42,8 +47,9 @@ class Recipe:
         for key in REQUIRED:
             if key not in raw:
                 raise ConfigError(f"{where}: missing the [{key}] section")
-        for section, key in (("data", "dataset"), ("loss", "name"), ("optimizer", "name"), ("model", "layers")):
-            if key not in raw[section]:
+        for section, key in (("data", "dataset"), ("loss", "name"), ("optimizer", "name"), ("model", "layers"),
+                             ("schedule", "name"), ("regularization", "name")):
+            if section in raw and key not in raw[section]:
                 raise ConfigError(f"{where}: [{section}] needs {key!r}")
         if not isinstance(raw["model"]["layers"], list) or not raw["model"]["layers"]:
             raise ConfigError(f"{where}: [model] layers must be a non-empty list of tables")
@@ -55,9 +61,14 @@ class Recipe:
             if key not in TRAINING_DEFAULTS:
                 raise ConfigError(f"{where}: unknown [training] setting {key!r}."
                                   f"{close_matches(key, TRAINING_DEFAULTS)} Known: {', '.join(TRAINING_DEFAULTS)}")
+        batch_size = training["batch_size"]
+        if not (batch_size in BATCH_MODES or (isinstance(batch_size, int) and batch_size > 0)):
+            raise ConfigError(f"{where}: [training] batch_size must be a positive integer or one of "
+                              f"{', '.join(map(repr, BATCH_MODES))}, got {batch_size!r}")
         raw = copy.deepcopy(raw)
         return cls(name=raw.get("name", Path(source).stem), data=raw["data"], model=raw["model"],
                    loss=raw["loss"], optimizer=raw["optimizer"], training=training,
+                   schedule=raw.get("schedule"), regularization=raw.get("regularization"),
                    description=raw.get("description", ""), source=source)
 
     @classmethod
@@ -73,8 +84,14 @@ class Recipe:
         return cls.from_dict(raw, str(path))
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "description": self.description, "data": self.data, "model": self.model,
-                "loss": self.loss, "optimizer": self.optimizer, "training": self.training}
+        """The recipe as TOML-ready data (unset optional settings left out)."""
+        out = {"name": self.name, "description": self.description, "data": self.data, "model": self.model,
+               "loss": self.loss, "optimizer": self.optimizer}
+        for section in ("schedule", "regularization"):
+            if getattr(self, section) is not None:
+                out[section] = getattr(self, section)
+        out["training"] = {k: v for k, v in self.training.items() if v is not None}
+        return out
 
     def with_overrides(self, **overrides) -> "Recipe":
         """A copy with training settings (epochs, batch_size, seed) or `lr` replaced where not None."""
@@ -90,8 +107,18 @@ class Recipe:
 
     # ---- building -------------------------------------------------------------------------
     def load_data(self):
-        options = {k: v for k, v in self.data.items() if k != "dataset"}
+        options = {k: v for k, v in self.data.items() if k not in ("dataset", "normalize")}
         return _construct("datasets", self.data["dataset"], options, f"recipe {self.name!r} [data]")
+
+    @property
+    def normalize(self) -> bool:
+        """Whether inputs are standardized with the training set's statistics (§2.6)."""
+        return bool(self.data.get("normalize", False))
+
+    def batch_size(self, m: int) -> int:
+        """The mini-batch size for m training examples: "full" = m, "stochastic" = 1 (§2.11)."""
+        size = self.training["batch_size"]
+        return m if size == "full" else 1 if size == "stochastic" else int(size)
 
     def build_model(self, num_features: int):
         from ..nn import Sequential
@@ -118,6 +145,50 @@ class Recipe:
             return factory(params, **options)
         except TypeError as err:
             raise ConfigError(f"recipe {self.name!r} [optimizer]: {err}") from err
+
+    def build_schedule(self):
+        """The learning-rate schedule `(epoch, lr0) -> lr`, or None."""
+        if self.schedule is None:
+            return None
+        options = {k: v for k, v in self.schedule.items() if k != "name"}
+        return _construct("schedules", self.schedule["name"], options, f"recipe {self.name!r} [schedule]")
+
+    def build_regularizer(self):
+        """The cost term `(model, m) -> tensor` (e.g. L2), or None."""
+        if self.regularization is None:
+            return None
+        options = {k: v for k, v in self.regularization.items() if k != "name"}
+        return _construct("regularizers", self.regularization["name"], options,
+                          f"recipe {self.name!r} [regularization]")
+
+    def build_clip(self):
+        """A function clipping the gradients in place (by value, then by global norm), or None."""
+        value, norm = self.training["clip_value"], self.training["clip_norm"]
+        if value is None and norm is None:
+            return None
+        from .. import clipping
+
+        def clip(params):
+            if value is not None:
+                clipping.clip_grad_value(params, value)
+            if norm is not None:
+                clipping.clip_grad_norm(params, norm)
+
+        return clip
+
+    def build_early_stopping(self):
+        options = self.training["early_stopping"]
+        if options is None:
+            return None
+        from ..early_stopping import EarlyStopping
+
+        if not isinstance(options, dict):
+            raise ConfigError(f"recipe {self.name!r}: [training] early_stopping must be a table such as "
+                              f"{{ metric = \"accuracy\", patience = 5 }}, got {options!r}")
+        try:
+            return EarlyStopping(**options)
+        except TypeError as err:
+            raise ConfigError(f"recipe {self.name!r}: [training] early_stopping: {err}") from err
 
     def build_metrics(self) -> dict:
         return {name: _construct("metrics", name, {}, f"recipe {self.name!r} metrics")
