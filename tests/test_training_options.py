@@ -178,3 +178,21 @@ def test_cli_batch_size_modes_and_predict(tmp_path):
     assert lines[0] == "class,p" and len(lines) == 21
     predicted = np.array([int(line.split(",")[0]) for line in lines[1:]])
     assert np.mean(predicted == data.target[:20]) >= 0.8
+
+
+def test_compare_recipe_trains_each_optimizer_and_plots_them_together(tmp_path):
+    out = tmp_path / "cmp"
+    result = CliRunner().invoke(cli, ["train", "digits-optimizers", "--epochs", "2", "--out", str(out),
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert sorted(metrics["variants"]) == ["adam", "momentum", "rmsprop"]
+    for label in ("momentum", "rmsprop", "adam"):
+        assert checkpoint.exists(out / label / "checkpoint")
+        assert json.loads((out / label / "metrics.json").read_text())["epochs"] == 2
+    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_section_is_validated():
+    with pytest.raises(ConfigError, match=r"\[compare\] takes one key"):
+        Recipe.from_dict(dict(BASE, compare={"optimizer": [{"name": "sgd"}]}))

@@ -194,8 +194,15 @@ def train(recipe, backend, epochs, batch_size, lr, seed, out, resume, progress):
                                echo=click.echo)
     except LaminaError as err:
         raise click.ClickException(str(err)) from None
-    shown = {k: v for k, v in results.items() if k.endswith(("accuracy", "cost")) and not isinstance(v, list)}
-    click.echo(json.dumps(shown, indent=2))
+    def headline(values: dict) -> dict:
+        return {k: v for k, v in values.items() if k.endswith(("accuracy", "cost")) and not isinstance(v, list)}
+
+    if "variants" in results:
+        click.echo(json.dumps({label: headline(v) for label, v in results["variants"].items()}, indent=2))
+        click.echo(f"wrote {out}/: one folder per variant, metrics.json, config.toml"
+                   + (", comparison.png" if (out / "comparison.png").exists() else ""))
+        return
+    click.echo(json.dumps(headline(results), indent=2))
     click.echo(f"wrote {out}/: checkpoint/, metrics.json, config.toml"
                + (", learning_curve.png" if (out / "learning_curve.png").exists() else ""))
 

@@ -40,3 +40,26 @@ def learning_curve(history, path, title: str = "") -> Path | None:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def compare_curves(histories: dict, path, title: str = "") -> Path | None:
+    """The epoch cost of several runs (e.g. one per optimizer) on one plot; None without matplotlib."""
+    if not have_matplotlib():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, history in histories.items():
+        ax.plot(range(1, len(history.epoch_cost) + 1), history.epoch_cost, marker=".", label=label)
+    ax.set(xlabel="epoch", ylabel="training cost J (mean over the epoch)", yscale="log",
+           title=title or "learning curves")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -25,7 +25,10 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def train_recipe(recipe: Recipe, out_dir, resume: bool = False, progress: bool = True, echo=print) -> dict:
-    """Train `recipe`, evaluate on train/dev/test and write the results into `out_dir`."""
+    """Train `recipe`, evaluate on train/dev/test and write the results into `out_dir`.
+    A [compare] recipe trains one run per variant in a sub-folder and plots them together."""
+    if recipe.compare:
+        return _train_comparison(recipe, Path(out_dir), resume, progress, echo)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config_path = out_dir / "config.toml"
@@ -80,11 +83,29 @@ def train_recipe(recipe: Recipe, out_dir, resume: bool = False, progress: bool =
     if early_stopping is not None:
         results["best_epoch"] = early_stopping.best_epoch
     results["epoch_cost"] = history.epoch_cost
+    results["_history"] = history
     results["history"] = history.to_dict()
-    _write_text(out_dir / "metrics.json", json.dumps(results, indent=2))
+    _write_text(out_dir / "metrics.json", json.dumps({k: v for k, v in results.items() if k != "_history"},
+                                                     indent=2))
     plot = plotting.learning_curve(history, out_dir / "learning_curve.png", title=recipe.name)
     if plot is None:
         echo("matplotlib is not installed, so no learning_curve.png was drawn (pip install 'lamina[plots]')")
+    return results
+
+
+def _train_comparison(recipe: Recipe, out_dir: Path, resume: bool, progress: bool, echo) -> dict:
+    """Train each variant of a [compare] recipe and draw their learning curves on one plot."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_text(out_dir / "config.toml", tomli_w.dumps(recipe.to_dict()))
+    results, histories = {"recipe": recipe.name, "variants": {}}, {}
+    for label, variant in recipe.variants().items():
+        echo(f"--- {label} ---")
+        outcome = train_recipe(variant, out_dir / label, resume=resume, progress=progress, echo=echo)
+        histories[label] = outcome.pop("_history")
+        results["variants"][label] = {k: v for k, v in outcome.items() if not isinstance(v, (list, dict))}
+    _write_text(out_dir / "metrics.json", json.dumps(results, indent=2))
+    if plotting.compare_curves(histories, out_dir / "comparison.png", title=recipe.name) is None:
+        echo("matplotlib is not installed, so no comparison.png was drawn (pip install 'lamina[plots]')")
     return results
 
 

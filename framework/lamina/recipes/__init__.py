@@ -13,7 +13,7 @@ from ..errors import ConfigError, LaminaError, close_matches
 from ..registry import get, names, singular
 
 SECTIONS = {"name": str, "description": str, "data": dict, "model": dict, "loss": dict, "optimizer": dict,
-            "schedule": dict, "regularization": dict, "training": dict}
+            "schedule": dict, "regularization": dict, "training": dict, "compare": dict}
 REQUIRED = ("data", "model", "loss", "optimizer")
 TRAINING_DEFAULTS = {"epochs": 10, "batch_size": 64, "seed": 0, "metrics": ["accuracy"], "clip_norm": None,
                      "clip_value": None, "early_stopping": None}
@@ -31,6 +31,7 @@ class Recipe:
     training: dict = field(default_factory=dict)
     schedule: dict | None = None
     regularization: dict | None = None
+    compare: dict | None = None
     description: str = ""
     source: str = "<dict>"
 
@@ -65,10 +66,18 @@ class Recipe:
         if not (batch_size in BATCH_MODES or (isinstance(batch_size, int) and batch_size > 0)):
             raise ConfigError(f"{where}: [training] batch_size must be a positive integer or one of "
                               f"{', '.join(map(repr, BATCH_MODES))}, got {batch_size!r}")
+        compare = raw.get("compare")
+        if compare is not None:
+            variants = compare.get("optimizer")
+            if set(compare) != {"optimizer"} or not isinstance(variants, list) or len(variants) < 2 or \
+                    not all(isinstance(v, dict) and "name" in v for v in variants):
+                raise ConfigError(f"{where}: [compare] takes one key, optimizer = a list of at least two "
+                                  f"optimizer tables each with a 'name', got {compare!r}")
         raw = copy.deepcopy(raw)
         return cls(name=raw.get("name", Path(source).stem), data=raw["data"], model=raw["model"],
                    loss=raw["loss"], optimizer=raw["optimizer"], training=training,
                    schedule=raw.get("schedule"), regularization=raw.get("regularization"),
+                   compare=raw.get("compare"),
                    description=raw.get("description", ""), source=source)
 
     @classmethod
@@ -87,10 +96,21 @@ class Recipe:
         """The recipe as TOML-ready data (unset optional settings left out)."""
         out = {"name": self.name, "description": self.description, "data": self.data, "model": self.model,
                "loss": self.loss, "optimizer": self.optimizer}
-        for section in ("schedule", "regularization"):
+        for section in ("schedule", "regularization", "compare"):
             if getattr(self, section) is not None:
                 out[section] = getattr(self, section)
         out["training"] = {k: v for k, v in self.training.items() if v is not None}
+        return out
+
+    def variants(self) -> dict[str, "Recipe"]:
+        """For a [compare] recipe: one plain recipe per compared optimizer, by a readable label."""
+        out = {}
+        for options in (self.compare or {}).get("optimizer", []):
+            variant = copy.deepcopy(self)
+            variant.compare, variant.optimizer = None, dict(options)
+            label = options.get("label") or options["name"]
+            variant.optimizer.pop("label", None)
+            out[label] = variant
         return out
 
     def with_overrides(self, **overrides) -> "Recipe":
@@ -101,6 +121,8 @@ class Recipe:
                 continue
             if key == "lr":
                 recipe.optimizer["lr"] = value
+                for options in (recipe.compare or {}).get("optimizer", []):
+                    options["lr"] = value
             else:
                 recipe.training[key] = value
         return recipe
