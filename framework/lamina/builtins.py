@@ -30,3 +30,10 @@ def lamina_register_components(register):
 
     for name, recipe in builtin_recipes().items():
         register("recipes", name, recipe)
+
+
+@hookimpl
+def lamina_register_commands(cli):
+    from .diagnose import diagnose_command
+
+    cli.add_command(diagnose_command)

@@ -1,8 +1,9 @@
-"""Mini-batch iteration (§2.11) and named data splits."""
+"""Mini-batch iteration (§2.11), train/dev/test splits by ratio (§3.4), the training-dev set
+for mismatched distributions (§3.8), and unknown labels of multi-task targets (§3.10)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, replace
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -26,13 +27,19 @@ class Split:
 
 @dataclass
 class Dataset:
-    """A named dataset split into train, dev and test; `num_classes` for classification."""
+    """A named dataset split into train, dev and test; `num_classes` for classification.
+
+    `train_dev` (§3.8), when present, comes from the training distribution but is never
+    trained on: its error against the training error measures variance, against the dev
+    error data mismatch (see `lamina.diagnose`).
+    """
 
     name: str
     train: Split
     dev: Split | None
     test: Split | None
     num_classes: int | None = None
+    train_dev: Split | None = None
 
     @property
     def num_features(self) -> int:
@@ -56,10 +63,120 @@ def num_batches(m: int, batch_size: int) -> int:
     return -(-m // batch_size)
 
 
-def split_indices(m: int, ratios: tuple[float, ...], seed: int = 0) -> list[np.ndarray]:
-    """Shuffle range(m) and cut it by `ratios` (which sum to 1), e.g. (0.6, 0.2, 0.2)."""
-    if abs(sum(ratios) - 1.0) > 1e-9:
-        raise ValueError(f"split ratios must sum to 1, got {ratios}")
-    order = np.random.default_rng(seed).permutation(m)
+def parse_ratios(ratios: str | Sequence[float]) -> tuple[float, ...]:
+    """Split ratios as fractions that sum to 1, from fractions (0.98, 0.01, 0.01), percents
+    (98, 1, 1) or a string "98/1/1" ("70/30", "60/20/20", "0.6/0.2/0.2").
+
+    Ratios must be non-negative and sum to 1 (fractions) or to 100 (percents); anything else
+    is an error, so a typo such as "60/20/10" is never silently rescaled.
+    """
+    text = ratios
+    if isinstance(ratios, str):
+        try:
+            ratios = tuple(float(part) for part in ratios.split("/"))
+        except ValueError:
+            raise ValueError(f"split ratios: expected numbers separated by '/' such as '60/20/20', "
+                             f"got {text!r}") from None
+    ratios = tuple(float(r) for r in ratios)
+    if not ratios or any(not np.isfinite(r) or r < 0 for r in ratios):
+        raise ValueError(f"split ratios must be non-negative numbers, got {text!r}")
+    total = sum(ratios)
+    if abs(total - 1.0) <= 1e-9:
+        return ratios
+    if abs(total - 100.0) <= 1e-7:
+        return tuple(r / 100.0 for r in ratios)
+    raise ValueError(f"split ratios must sum to 1 (fractions) or 100 (percents), got {text!r} (sum {total:g})")
+
+
+def split_sizes(m: int, ratios: str | Sequence[float]) -> list[int]:
+    """How many of `m` examples each part of a split by `ratios` gets; the sizes sum to m.
+
+    Each cut is the rounded cumulative ratio (60/20/20 of 569 gives 341/114/114). A part with
+    a positive ratio never comes out empty: on small m it takes one example from the largest
+    part, so 98/1/1 of 10 examples gives 8/1/1 (98/1/1 is meant for m in the millions, §3.4).
+    Fewer examples than positive parts is an error.
+    """
+    ratios = parse_ratios(ratios)
+    positive = sum(r > 0 for r in ratios)
+    if m < positive:
+        raise ValueError(f"cannot split {m} examples into {positive} non-empty parts by ratios {ratios}")
     cuts = np.round(np.cumsum(ratios)[:-1] * m).astype(int)
-    return np.split(order, cuts)
+    sizes = np.diff(np.concatenate([[0], np.clip(cuts, 0, m), [m]]))
+    for i, r in enumerate(ratios):
+        if r > 0 and sizes[i] == 0:
+            sizes[int(np.argmax(sizes))] -= 1
+            sizes[i] = 1
+    return [int(n) for n in sizes]
+
+
+def split_indices(m: int, ratios: str | Sequence[float], seed: int = 0) -> list[np.ndarray]:
+    """Shuffle range(m) and cut it into parts sized by `split_sizes`, e.g. (0.6, 0.2, 0.2)."""
+    order = np.random.default_rng(seed).permutation(m)
+    return np.split(order, np.cumsum(split_sizes(m, ratios))[:-1])
+
+
+def _count(size: int | float, m: int, what: str) -> int:
+    """`size` as a number of examples: a fraction in (0, 1) of m, or a count in [1, m)."""
+    if isinstance(size, (float, np.floating)) and 0.0 < size < 1.0:
+        n = int(round(size * m))
+    elif isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        n = int(size)
+    else:
+        raise ValueError(f"{what}: size must be a fraction in (0, 1) or a whole number of examples, got {size!r}")
+    if not 1 <= n < m:
+        raise ValueError(f"{what}: a size of {size!r} gives {n} of {m} examples; it must leave at least one "
+                         f"example on each side")
+    return n
+
+
+def training_dev_split(train: Split, size: int | float, seed: int = 0) -> tuple[Split, Split]:
+    """(train, train_dev): carve a training-dev set of `size` examples (a count, or a fraction
+    of the training set) out of `train`, chosen at random (seeded) so it has the training
+    set's distribution (§3.8); the returned training set no longer holds those examples."""
+    n = _count(size, len(train), "training_dev_split")
+    order = np.random.default_rng(seed).permutation(len(train))
+    held, kept = np.sort(order[:n]), np.sort(order[n:])
+    return Split(train.X[kept], train.y[kept]), Split(train.X[held], train.y[held])
+
+
+def with_train_dev(dataset: Dataset, size: int | float | None = None, seed: int = 0) -> Dataset:
+    """A copy of `dataset` whose `train_dev` is carved out of its training set by
+    `training_dev_split`; `size` defaults to the size of the dev set."""
+    if dataset.train_dev is not None:
+        raise ValueError(f"dataset {dataset.name!r} already has a training-dev set")
+    if size is None:
+        if dataset.dev is None:
+            raise ValueError(f"dataset {dataset.name!r} has no dev set to size the training-dev set by; pass size")
+        size = len(dataset.dev)
+    train, train_dev = training_dev_split(dataset.train, size, seed)
+    return replace(dataset, train=train, train_dev=train_dev)
+
+
+def mismatched(name: str, source: Split, target: Split, *, train_dev: int | float | None = None,
+               dev_test: str | Sequence[float] = (0.5, 0.5), num_classes: int | None = None,
+               seed: int = 0) -> Dataset:
+    """Train on one distribution, aim at another (§3.8, option 2).
+
+    `source` (distribution A, plentiful) becomes the training set, less a training-dev set of
+    `train_dev` examples (a count or fraction; default: as many as the dev set gets);
+    `target` (distribution B, the one that matters) is split by `dev_test` into dev and test,
+    so dev and test share a distribution (§3.4). Nothing from B is trained on.
+    """
+    dev_idx, test_idx = split_indices(len(target), dev_test, seed)
+    dev, test = Split(target.X[dev_idx], target.y[dev_idx]), Split(target.X[test_idx], target.y[test_idx])
+    train, held = training_dev_split(source, train_dev if train_dev is not None else len(dev), seed)
+    return Dataset(name, train, dev, test, num_classes, train_dev=held)
+
+
+#: the value that marks a label as unknown in multi-task targets (NaN marks it too)
+UNKNOWN_LABEL = -1
+
+
+def known_labels(y) -> np.ndarray:
+    """Boolean mask of the entries of multi-task targets `y` that are known: neither NaN nor
+    `UNKNOWN_LABEL` (−1). Losses and metrics leave the other entries out (§3.10)."""
+    y = np.asarray(y.numpy() if hasattr(y, "numpy") else y)
+    known = y != UNKNOWN_LABEL
+    if y.dtype.kind == "f":
+        known &= ~np.isnan(y)
+    return known
