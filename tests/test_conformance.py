@@ -152,22 +152,25 @@ def test_in_place_ops_get_fresh_inputs():
             return (param,), None
 
         @kernel("adam_update")
-        def adam_update(self, param, grad, m, v, *, lr, beta1, beta2, epsilon, step):
+        def adam_update(self, param, grad, m, v, *, lr, beta1, beta2, epsilon, step, epsilon_inside_sqrt=False):
             m *= beta1
             m += (1 - beta1) * grad
             v *= beta2
             v += (1 - beta2) * grad * grad
-            param -= lr * (m / (1 - beta1 ** step)) / (np.sqrt(v / (1 - beta2 ** step)) + epsilon)
+            v_hat = v / (1 - beta2 ** step)
+            denominator = np.sqrt(v_hat + epsilon) if epsilon_inside_sqrt else np.sqrt(v_hat) + epsilon
+            param -= lr * (m / (1 - beta1 ** step)) / denominator
             return (param, m, v), None
 
     backend = InPlace()
     for dtype in ("float64", "float32"):
         assert check_op(backend, "sgd_update", dtype) == 1
-        assert check_op(backend, "adam_update", dtype) == 1
+        assert check_op(backend, "adam_update", dtype) == 3       # ε outside the square root, then inside
 
     class WrongAdam(InPlace):
         @kernel("adam_update")
-        def adam_update(self, param, grad, m, v, *, lr, beta1, beta2, epsilon, step):  # no bias correction
+        def adam_update(self, param, grad, m, v, *, lr, beta1, beta2, epsilon, step,
+                        epsilon_inside_sqrt=False):  # no bias correction
             m = beta1 * m + (1 - beta1) * grad
             v = beta2 * v + (1 - beta2) * grad * grad
             return (param - lr * m / (np.sqrt(v) + epsilon), m, v), None

@@ -197,3 +197,33 @@ def test_compare_recipe_trains_each_optimizer_and_plots_them_together(tmp_path):
 def test_compare_section_is_validated():
     with pytest.raises(ConfigError, match=r"\[compare\] takes one key"):
         Recipe.from_dict(dict(BASE, compare={"optimizer": [{"name": "sgd"}]}))
+
+
+def test_optimizing_and_satisficing_metrics_are_reported(tmp_path):
+    recipe = tmp_path / "objectives.toml"
+    recipe.write_text("""
+name = "objectives"
+[data]
+dataset = "breast_cancer"
+normalize = true
+[model]
+layers = [{ type = "dense", n_out = 1, activation = "sigmoid" }]
+[loss]
+name = "binary_cross_entropy"
+[optimizer]
+name = "sgd"
+lr = 0.1
+[training]
+epochs = 3
+metrics = ["accuracy", "f1"]
+optimizing = "f1"
+satisficing = ["latency_ms <= 10000", "accuracy >= 0.999"]
+""")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", str(recipe), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    objectives = json.loads((out / "metrics.json").read_text())["objectives"]
+    assert objectives["optimizing"]["name"] == "f1"
+    assert objectives["satisficing"]["latency_ms"]["ok"] is True
+    assert objectives["satisficing"]["accuracy"]["ok"] is False and objectives["satisfied"] is False
+    assert "dev f1" in result.output and "(optimizing)" in result.output and "NOT MET" in result.output

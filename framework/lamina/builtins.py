@@ -2,7 +2,7 @@
 same hooks that installed plugins use."""
 from __future__ import annotations
 
-from . import datasets, functional, init, losses, metrics, optim
+from . import datasets, functional, init, losses, metrics, optim, schedules
 from .hookspecs import hookimpl
 from .nn.core import LAYERS
 from .ops import CORE_OPS
@@ -21,7 +21,8 @@ def lamina_register_components(register):
     for name, layer in LAYERS.items():
         register("layers", name, layer)
     for kind, classes in (("losses", losses.LOSSES), ("metrics", metrics.METRICS),
-                          ("optimizers", optim.OPTIMIZERS), ("initializers", init.INITIALIZERS)):
+                          ("optimizers", optim.OPTIMIZERS), ("schedules", schedules.SCHEDULES),
+                          ("initializers", init.INITIALIZERS)):
         for cls in classes:
             register(kind, cls.name, cls)
     for name, loader in datasets.DATASETS.items():

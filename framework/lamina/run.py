@@ -82,6 +82,7 @@ def train_recipe(recipe: Recipe, out_dir, resume: bool = False, progress: bool =
                 results[f"{split_name}_{key}"] = value
     if early_stopping is not None:
         results["best_epoch"] = early_stopping.best_epoch
+    results["objectives"] = _objectives(recipe, model, data, results, echo)
     results["epoch_cost"] = history.epoch_cost
     results["_history"] = history
     results["history"] = history.to_dict()
@@ -107,6 +108,26 @@ def _train_comparison(recipe: Recipe, out_dir: Path, resume: bool, progress: boo
     if plotting.compare_curves(histories, out_dir / "comparison.png", title=recipe.name) is None:
         echo("matplotlib is not installed, so no comparison.png was drawn (pip install 'lamina[plots]')")
     return results
+
+
+def _objectives(recipe: Recipe, model, data, results: dict, echo) -> dict | None:
+    """The optimizing metric and the satisficing ones (§3.3), on the dev set, with latency measured."""
+    from .metrics import evaluate_objectives, measure_latency_ms
+
+    optimizing, satisficing = recipe.objectives()
+    split = "dev" if data.dev is not None else "test"
+    if optimizing is None or f"{split}_{optimizing}" not in results:
+        return None
+    values = {k[len(split) + 1:]: v for k, v in results.items() if k.startswith(split + "_")}
+    if any(spec.name == "latency_ms" for spec in satisficing):
+        X = getattr(data, split).X
+        values["latency_ms"] = measure_latency_ms(lambda x: training.predict(model, x), X)
+    report = evaluate_objectives(values, optimizing, satisficing)
+    parts = [f"{spec}: {report['satisficing'][spec.name]['value']:.4g} "
+             f"({'ok' if report['satisficing'][spec.name]['ok'] else 'NOT MET'})" for spec in satisficing]
+    echo(f"{split} {optimizing} {report['optimizing']['value']:.4f} (optimizing)"
+         + ("; satisficing " + ", ".join(parts) if parts else ""))
+    return report
 
 
 NORMALIZER_PREFIX = "normalizer/"

@@ -17,6 +17,7 @@ import numpy as np
 
 from lamina.backend import kernel
 from lamina.errors import OpError
+from lamina.ops.updates import MOMENTUM_DAMPENINGS, split_epsilon
 from lamina.reference import ReferenceBackend
 
 from . import _activations, _optimizers, _softmax
@@ -144,15 +145,34 @@ class CpuBackend(ReferenceBackend):
         _optimizers.sgd_update(param.reshape(-1), _c_order(grad).reshape(-1), lr)
         return (param,), None
 
+    @kernel("momentum_update")
+    def momentum_update(self, param, grad, v, *, lr, beta, dampening):
+        """In place: v ← β·v + c·dθ; θ ← θ - α·v, c = 1-β ("ewa") or 1 ("simplified")."""
+        if not (_compiled(param, grad, v) and _updatable(param, v)):
+            return NotImplemented
+        _optimizers.momentum_update(param.reshape(-1), _c_order(grad).reshape(-1), v.reshape(-1), lr, beta,
+                                    MOMENTUM_DAMPENINGS[dampening](beta))
+        return (param, v), None
+
+    @kernel("rmsprop_update")
+    def rmsprop_update(self, param, grad, s, *, lr, beta, epsilon, epsilon_inside_sqrt=False):
+        """In place: s ← β·s + (1-β)·dθ²; θ ← θ - α·dθ/(√s + ε), or α·dθ/√(s + ε) if `epsilon_inside_sqrt`."""
+        if not (_compiled(param, grad, s) and _updatable(param, s)):
+            return NotImplemented
+        _optimizers.rmsprop_update(param.reshape(-1), _c_order(grad).reshape(-1), s.reshape(-1), lr, beta,
+                                   *split_epsilon(epsilon, epsilon_inside_sqrt))
+        return (param, s), None
+
     @kernel("adam_update")
-    def adam_update(self, param, grad, v, s, *, lr, beta1, beta2, epsilon, step):
+    def adam_update(self, param, grad, v, s, *, lr, beta1, beta2, epsilon, step, epsilon_inside_sqrt=False):
         """In place: v ← β1·v + (1-β1)·dθ; s ← β2·s + (1-β2)·dθ²; θ ← θ - α·v̂/(√ŝ + ε),
-        v̂ = v/(1-β1^t), ŝ = s/(1-β2^t)."""
+        v̂ = v/(1-β1^t), ŝ = s/(1-β2^t); θ ← θ - α·v̂/√(ŝ + ε) if `epsilon_inside_sqrt`."""
         if not (_compiled(param, grad, v, s) and _updatable(param, v, s)):
             return NotImplemented
         _optimizers.adam_update(param.reshape(-1), _c_order(grad).reshape(-1), v.reshape(-1), s.reshape(-1),
-                                lr, beta1, beta2, epsilon, step)
+                                lr, beta1, beta2, *split_epsilon(epsilon, epsilon_inside_sqrt), step)
         return (param, v, s), None
+
 
 # ---- helpers ----------------------------------------------------------------------------------
 def _compiled(*arrays) -> bool:

@@ -16,7 +16,7 @@ SECTIONS = {"name": str, "description": str, "data": dict, "model": dict, "loss"
             "schedule": dict, "regularization": dict, "training": dict, "compare": dict}
 REQUIRED = ("data", "model", "loss", "optimizer")
 TRAINING_DEFAULTS = {"epochs": 10, "batch_size": 64, "seed": 0, "metrics": ["accuracy"], "clip_norm": None,
-                     "clip_value": None, "early_stopping": None}
+                     "clip_value": None, "early_stopping": None, "optimizing": None, "satisficing": []}
 #: batch_size may also name a mode (§2.11): all m examples at once, or one at a time
 BATCH_MODES = ("full", "stochastic")
 
@@ -99,7 +99,7 @@ class Recipe:
         for section in ("schedule", "regularization", "compare"):
             if getattr(self, section) is not None:
                 out[section] = getattr(self, section)
-        out["training"] = {k: v for k, v in self.training.items() if v is not None}
+        out["training"] = {k: v for k, v in self.training.items() if v is not None and v != []}
         return out
 
     def variants(self) -> dict[str, "Recipe"]:
@@ -213,8 +213,26 @@ class Recipe:
             raise ConfigError(f"recipe {self.name!r}: [training] early_stopping: {err}") from err
 
     def build_metrics(self) -> dict:
-        return {name: _construct("metrics", name, {}, f"recipe {self.name!r} metrics")
-                for name in self.training["metrics"]}
+        """{name: metric}; an entry is a registered name, or a table {name = ..., <options>}."""
+        metrics = {}
+        for entry in self.training["metrics"]:
+            name, options = (entry, {}) if isinstance(entry, str) else \
+                (entry.get("name"), {k: v for k, v in entry.items() if k != "name"})
+            if not isinstance(name, str):
+                raise ConfigError(f"recipe {self.name!r}: each [training] metrics entry is a name or a table "
+                                  f"with a 'name', got {entry!r}")
+            metrics[name] = _construct("metrics", name, options, f"recipe {self.name!r} metrics")
+        return metrics
+
+    def objectives(self):
+        """(optimizing metric name, satisficing specs) of §3.3: the single number to maximize
+        (default: the first metric) and the metrics that only need to be good enough."""
+        from ..metrics import Satisficing
+
+        first = self.training["metrics"][0] if self.training["metrics"] else None
+        default = first if isinstance(first, str) else (first or {}).get("name")
+        return (self.training["optimizing"] or default,
+                [Satisficing.parse(spec) for spec in self.training["satisficing"]])
 
 
 def _parameters(factory) -> set[str]:
