@@ -52,7 +52,7 @@ extensions = [
 setup(
     package_dir={"lamina": "framework/lamina", "lamina_cpu": "backends/cpu/lamina_cpu"},
     packages=["lamina", "lamina.nn", "lamina.ops", "lamina.optim", "lamina.recipes", "lamina.testing",
-              "lamina_cpu"],
+              "lamina.hparams", "lamina_cpu"],
     package_data={"lamina.recipes": ["*.toml"], "lamina_cpu": ["*.pyx", "*.pxd"]},
     ext_modules=cythonize(extensions, language_level=3,
                           compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True,

@@ -36,5 +36,7 @@ def lamina_register_components(register):
 @hookimpl
 def lamina_register_commands(cli):
     from .diagnose import diagnose_command
+    from .hparams.command import hparams
 
     cli.add_command(diagnose_command)
+    cli.add_command(hparams)
