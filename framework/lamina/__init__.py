@@ -5,7 +5,8 @@
     loss = lm.F.softmax_cross_entropy(model(lm.tensor(X)), lm.tensor(y))
     loss.backward()
 """
-from . import checkpoint, data, functional, init, losses, metrics, nn, optim, training
+from . import (checkpoint, clipping, data, diagnose, functional, init, losses, metrics, nn, optim, schedules,
+               training, transfer)
 from ._version import __version__
 from .autograd import enable_grad, is_grad_enabled, no_grad
 from .backend import Backend, get_backend, kernel, manual_seed, use_backend
@@ -21,6 +22,6 @@ F = functional
 __all__ = ["__version__", "Tensor", "Parameter", "tensor", "no_grad", "enable_grad", "is_grad_enabled",
            "set_default_dtype", "get_default_dtype", "use_backend", "get_backend", "manual_seed", "Backend",
            "kernel", "gradcheck", "GradcheckResult", "hookimpl", "nn", "optim", "functional", "F", "losses",
-           "metrics", "init", "data", "training", "checkpoint",
+           "metrics", "init", "data", "training", "checkpoint", "clipping", "schedules", "diagnose", "transfer",
            "LaminaError", "ShapeError", "OpError", "BackendError", "RegistrationError", "ConfigError",
            "CheckpointError", "TrainingDiverged"]
