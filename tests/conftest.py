@@ -11,6 +11,7 @@ def clean_settings(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg")))
     monkeypatch.delenv("LAMINA_BACKEND", raising=False)
     monkeypatch.delenv("LAMINA_DISABLE_PLUGINS", raising=False)
+    monkeypatch.delenv("LAMINA_DASK_SCHEDULER", raising=False)
     config.set_flag("backend", None)
     yield
     config.set_flag("backend", None)

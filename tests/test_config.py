@@ -58,3 +58,16 @@ def test_config_command_shows_value_and_source(layered, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "backend = cpu    [environment variable LAMINA_BACKEND]" in result.output
     assert "disabled_plugins = (none)    [default]" in result.output
+
+
+def test_dask_scheduler_setting(layered, monkeypatch):
+    assert config.resolve().dask_scheduler.value == ""
+    (layered / "lamina.toml").write_text('dask_scheduler = "tcp://10.0.0.1:8786"\n')
+    assert config.resolve().dask_scheduler.value == "tcp://10.0.0.1:8786"
+    monkeypatch.setenv("LAMINA_DASK_SCHEDULER", "tcp://127.0.0.1:8786")
+    assert config.resolve().dask_scheduler == config.Setting("tcp://127.0.0.1:8786",
+                                                             "environment variable LAMINA_DASK_SCHEDULER")
+    (layered / "lamina.toml").write_text('dask_scheduler = 8786\n')
+    monkeypatch.delenv("LAMINA_DASK_SCHEDULER")
+    with pytest.raises(ConfigError, match="'dask_scheduler' must be a string"):
+        config.resolve()

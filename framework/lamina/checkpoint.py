@@ -9,32 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import CheckpointError
+from .files import atomic_write
 
 ARRAYS_FILE = "checkpoint.safetensors"
 META_FILE = "checkpoint.json"
 FORMAT_VERSION = 1
 MODEL_PREFIX, OPTIMIZER_PREFIX, EXTRA_PREFIX = "model/", "optimizer/", "extra/"
-
-
-def _atomic_write(path: Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save(directory, model, optimizer=None, metadata: dict | None = None,
@@ -52,10 +37,10 @@ def save(directory, model, optimizer=None, metadata: dict | None = None,
         arrays.update({OPTIMIZER_PREFIX + k: np.ascontiguousarray(v) for k, v in opt_arrays.items()})
     arrays.update({EXTRA_PREFIX + k: np.ascontiguousarray(v) for k, v in (extra_arrays or {}).items()})
     payload = st_save(arrays)
-    _atomic_write(directory / ARRAYS_FILE, payload)
+    atomic_write(directory / ARRAYS_FILE, payload)
     meta = {"format_version": FORMAT_VERSION, "arrays_sha256": hashlib.sha256(payload).hexdigest(),
             "optimizer": optimizer_scalars, "metadata": metadata or {}}
-    _atomic_write(directory / META_FILE, json.dumps(meta, indent=2).encode())
+    atomic_write(directory / META_FILE, json.dumps(meta, indent=2))
     return directory
 
 

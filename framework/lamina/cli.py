@@ -71,7 +71,7 @@ def backend_option(fn):
                         help="Backend to run on (overrides LAMINA_BACKEND and lamina.toml).")(fn)
 
 
-def _select_backend(name: str | None) -> None:
+def select_backend(name: str | None) -> None:
     """Apply --backend (highest precedence) and fail as bad usage if it cannot be used."""
     from . import config
     from .backend import get_backend
@@ -85,7 +85,7 @@ def _select_backend(name: str | None) -> None:
         raise click.ClickException(str(err)) from None
 
 
-def _load_recipe(name: str):
+def load_recipe_argument(name: str):
     from .recipes import load_recipe
 
     try:
@@ -181,8 +181,8 @@ def train(recipe, backend, epochs, batch_size, lr, seed, out, resume, progress):
     from . import checkpoint
     from .run import CHECKPOINT_DIR, train_recipe
 
-    _select_backend(backend)
-    spec = _load_recipe(recipe).with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    select_backend(backend)
+    spec = load_recipe_argument(recipe).with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     if resume and out is None:
         raise click.UsageError("--resume needs --out, the folder of the run to continue")
     if out is not None and not resume and checkpoint.exists(out / CHECKPOINT_DIR):
@@ -221,8 +221,8 @@ def gradcheck(recipe, backend, examples, epsilon, seed):
     from .gradcheck import gradcheck as check
     from .tensor import tensor
 
-    _select_backend(backend)
-    spec = _load_recipe(recipe)
+    select_backend(backend)
+    spec = load_recipe_argument(recipe)
     try:
         with set_default_dtype("float64"):
             manual_seed(seed)
@@ -262,7 +262,7 @@ def predict(run_dir, inputs, backend, out):
     from .metrics import predicted_classes
     from .run import TrainedModel
 
-    _select_backend(backend)
+    select_backend(backend)
     try:
         X = np.load(inputs, allow_pickle=False) if inputs.suffix == ".npy" else np.loadtxt(inputs, delimiter=",",
                                                                                           ndmin=2)

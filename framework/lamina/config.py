@@ -6,14 +6,17 @@ Config files are TOML, read with `tomllib`: data only, never executed.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError, close_matches
+from .files import read_toml
 
-DEFAULTS = {"backend": "cpu", "disabled_plugins": []}
-ENV_VARS = {"backend": "LAMINA_BACKEND", "disabled_plugins": "LAMINA_DISABLE_PLUGINS"}
+DEFAULTS = {"backend": "cpu", "disabled_plugins": [], "dask_scheduler": ""}
+ENV_VARS = {"backend": "LAMINA_BACKEND", "disabled_plugins": "LAMINA_DISABLE_PLUGINS",
+            "dask_scheduler": "LAMINA_DASK_SCHEDULER"}
+#: settings whose value is one string ("" = unset)
+STRING_SETTINGS = ("backend", "dask_scheduler")
 PROJECT_FILE = "lamina.toml"
 
 _flags: dict[str, object] = {}
@@ -30,6 +33,7 @@ class Setting:
 class Settings:
     backend: Setting
     disabled_plugins: Setting
+    dask_scheduler: Setting
 
     def items(self):
         return [(name, getattr(self, name)) for name in DEFAULTS]
@@ -44,17 +48,14 @@ def read_config_file(path: Path) -> dict:
     """The settings in a TOML file (empty if it does not exist); unknown keys are an error."""
     if not path.is_file():
         return {}
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: invalid TOML: {err}") from err
+    data = read_toml(path, "config")
     for key in data:
         if key not in DEFAULTS:
             raise ConfigError(f"{path}: unknown setting {key!r}.{close_matches(key, DEFAULTS)} "
                               f"Known settings: {', '.join(DEFAULTS)}")
-    if "backend" in data and not isinstance(data["backend"], str):
-        raise ConfigError(f"{path}: 'backend' must be a string, got {data['backend']!r}")
+    for key in STRING_SETTINGS:
+        if key in data and not isinstance(data[key], str):
+            raise ConfigError(f"{path}: {key!r} must be a string, got {data[key]!r}")
     if "disabled_plugins" in data and not (isinstance(data["disabled_plugins"], list)
                                            and all(isinstance(n, str) for n in data["disabled_plugins"])):
         raise ConfigError(f"{path}: 'disabled_plugins' must be a list of names, got {data['disabled_plugins']!r}")
@@ -94,7 +95,7 @@ def resolve() -> Settings:
     for name, var in ENV_VARS.items():
         raw = os.environ.get(var)
         if raw:
-            value = raw if name == "backend" else [p.strip() for p in raw.split(",") if p.strip()]
+            value = raw if name in STRING_SETTINGS else [p.strip() for p in raw.split(",") if p.strip()]
             values[name] = Setting(value, f"environment variable {var}")
     for name, value in _flags.items():
         values[name] = Setting(value, f"--{name} flag")

@@ -3,8 +3,6 @@ used (config.toml) and a learning-curve PNG."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import tomli_w
@@ -12,21 +10,17 @@ import tomli_w
 from . import plotting, training
 from .backend import get_backend, manual_seed
 from .errors import ConfigError
+from .files import atomic_write, read_toml
 from .recipes import Recipe
 
 CHECKPOINT_DIR = "checkpoint"
 
 
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def train_recipe(recipe: Recipe, out_dir, resume: bool = False, progress: bool = True, echo=print) -> dict:
-    """Train `recipe`, evaluate on train/dev/test and write the results into `out_dir`.
-    A [compare] recipe trains one run per variant in a sub-folder and plots them together."""
+def train_recipe(recipe: Recipe, out_dir, resume: bool = False, progress: bool = True, echo=print,
+                 plots: bool = True) -> dict:
+    """Train `recipe`, evaluate on train/dev/test and write the results (and, if `plots`, the
+    learning curve) into `out_dir`. A [compare] recipe trains one run per variant in a
+    sub-folder and plots them together."""
     if recipe.compare:
         return _train_comparison(recipe, Path(out_dir), resume, progress, echo)
     out_dir = Path(out_dir)
@@ -34,14 +28,12 @@ def train_recipe(recipe: Recipe, out_dir, resume: bool = False, progress: bool =
     config_path = out_dir / "config.toml"
     config = recipe.to_dict()
     if resume and config_path.is_file():
-        import tomllib
-
-        previous = tomllib.loads(config_path.read_text())
+        previous = read_toml(config_path, "run config")
         for section in ("data", "model", "loss", "optimizer"):
             if previous.get(section) != config.get(section):
                 raise ConfigError(f"cannot resume in {out_dir}: its [{section}] differs from this recipe's; "
                                   f"use another --out or the same recipe")
-    _write_text(config_path, tomli_w.dumps(config))
+    atomic_write(config_path, tomli_w.dumps(config))
 
     settings = recipe.training
     manual_seed(settings["seed"])
@@ -86,10 +78,9 @@ def train_recipe(recipe: Recipe, out_dir, resume: bool = False, progress: bool =
     results["epoch_cost"] = history.epoch_cost
     results["_history"] = history
     results["history"] = history.to_dict()
-    _write_text(out_dir / "metrics.json", json.dumps({k: v for k, v in results.items() if k != "_history"},
+    atomic_write(out_dir / "metrics.json", json.dumps({k: v for k, v in results.items() if k != "_history"},
                                                      indent=2))
-    plot = plotting.learning_curve(history, out_dir / "learning_curve.png", title=recipe.name)
-    if plot is None:
+    if plots and plotting.learning_curve(history, out_dir / "learning_curve.png", title=recipe.name) is None:
         echo("matplotlib is not installed, so no learning_curve.png was drawn (pip install 'lamina[plots]')")
     return results
 
@@ -97,14 +88,14 @@ def train_recipe(recipe: Recipe, out_dir, resume: bool = False, progress: bool =
 def _train_comparison(recipe: Recipe, out_dir: Path, resume: bool, progress: bool, echo) -> dict:
     """Train each variant of a [compare] recipe and draw their learning curves on one plot."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_text(out_dir / "config.toml", tomli_w.dumps(recipe.to_dict()))
+    atomic_write(out_dir / "config.toml", tomli_w.dumps(recipe.to_dict()))
     results, histories = {"recipe": recipe.name, "variants": {}}, {}
     for label, variant in recipe.variants().items():
         echo(f"--- {label} ---")
         outcome = train_recipe(variant, out_dir / label, resume=resume, progress=progress, echo=echo)
         histories[label] = outcome.pop("_history")
         results["variants"][label] = {k: v for k, v in outcome.items() if not isinstance(v, (list, dict))}
-    _write_text(out_dir / "metrics.json", json.dumps(results, indent=2))
+    atomic_write(out_dir / "metrics.json", json.dumps(results, indent=2))
     if plotting.compare_curves(histories, out_dir / "comparison.png", title=recipe.name) is None:
         echo("matplotlib is not installed, so no comparison.png was drawn (pip install 'lamina[plots]')")
     return results
@@ -156,15 +147,13 @@ class TrainedModel:
     """A finished run loaded back: its recipe, model and input normalization, ready to predict."""
 
     def __init__(self, run_dir):
-        import tomllib
-
         from . import checkpoint
 
         run_dir = Path(run_dir)
         config_path = run_dir / "config.toml"
         if not config_path.is_file():
             raise ConfigError(f"{run_dir} is not a lamina run folder: it has no config.toml")
-        self.recipe = Recipe.from_dict(tomllib.loads(config_path.read_text()), str(config_path))
+        self.recipe = Recipe.from_dict(read_toml(config_path, "run config"), str(config_path))
         _, meta = checkpoint.read(run_dir / CHECKPOINT_DIR)
         self.model = self.recipe.build_model(meta["metadata"]["num_features"])
         checkpoint.load(run_dir / CHECKPOINT_DIR, self.model)

@@ -24,6 +24,7 @@ import numpy as np
 
 from . import checkpoint
 from .errors import CheckpointError, LaminaError
+from .files import atomic_write
 
 
 @dataclass
@@ -162,5 +163,5 @@ def cached_features(trunk, X, cache_dir, batch_size: int = 1024) -> np.ndarray:
             pass
     features = np.ascontiguousarray(predict(trunk, X, batch_size))
     path.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint._atomic_write(path, save({"features": features}, metadata={"format": CACHE_FORMAT, "key": key}))
+    atomic_write(path, save({"features": features}, metadata={"format": CACHE_FORMAT, "key": key}))
     return features

@@ -6,11 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..cli import _load_recipe, _select_backend, backend_option
+from ..cli import load_recipe_argument, select_backend, backend_option
 from ..errors import LaminaError
-
-#: where the dask scheduler of `--scheduler` may also come from
-SCHEDULER_ENV = "LAMINA_DASK_SCHEDULER"
 
 
 @click.command()
@@ -30,9 +27,9 @@ SCHEDULER_ENV = "LAMINA_DASK_SCHEDULER"
 @click.option("--metric", help="Objective: this metric on the dev split (default: the recipe's first metric).")
 @click.option("--direction", type=click.Choice(["max", "min"]),
               help="Whether a higher or lower objective is better (default: max, min for cost).")
-@click.option("--scheduler", envvar=SCHEDULER_ENV, metavar="ADDRESS",
-              help=f"A running Dask scheduler, e.g. tcp://host:8786 (also ${SCHEDULER_ENV}); "
-                   f"default: a local cluster.")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="A running Dask scheduler, e.g. tcp://host:8786 (overrides LAMINA_DASK_SCHEDULER and "
+                   "dask_scheduler in lamina.toml); default: a local cluster.")
 @click.option("--workers", type=click.IntRange(min=1),
               help="Worker processes of the local cluster (default: one per CPU).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
@@ -49,11 +46,13 @@ def hparams(recipe, backend, trials, rounds, top, space_file, seed, epochs, metr
     trials.png. Space keys are settings: lr, beta1, batch_size, ... or paths such as
     model.layers.0.n_out.
     """
+    from ..config import resolve
     from .search import run_search
     from .space import load_space
 
-    _select_backend(backend)
-    spec = _load_recipe(recipe).with_overrides(epochs=epochs)
+    select_backend(backend)
+    scheduler = scheduler or resolve().dask_scheduler.value or None
+    spec = load_recipe_argument(recipe).with_overrides(epochs=epochs)
     out = out or Path("runs") / f"{spec.name}-hparams"
     try:
         space = load_space(space_file) if space_file else None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import tomli_w
 
-from ..checkpoint import _atomic_write
+from ..files import atomic_write
 from ..errors import ConfigError
 
 FORMAT_VERSION = 1
@@ -86,8 +86,8 @@ class TrialStore:
         records = sorted(self.records.values(), key=lambda r: r.id)
         payload = {"format_version": FORMAT_VERSION, "search": self.settings, "spaces": self.spaces,
                    "trials": [asdict(r) for r in records]}
-        _atomic_write(self.dir / JSON_FILE, json.dumps(payload, indent=2).encode())
-        _atomic_write(self.dir / CSV_FILE, to_csv(records, list(self.settings["space"])).encode())
+        atomic_write(self.dir / JSON_FILE, json.dumps(payload, indent=2))
+        atomic_write(self.dir / CSV_FILE, to_csv(records, list(self.settings["space"])))
 
 
 def to_csv(records, param_names: list[str]) -> str:
@@ -111,5 +111,5 @@ def write_best(path, recipe, record: TrialRecord, objective: str) -> Path:
     best.description = (f"{recipe.name} with the best hyper-parameters of a `lamina hparams` search "
                         f"(trial {record.id}, {objective} {record.score:.4f}): {shown}")
     path = Path(path)
-    _atomic_write(path, tomli_w.dumps(best.to_dict()).encode())
+    atomic_write(path, tomli_w.dumps(best.to_dict()))
     return path

@@ -52,8 +52,6 @@ class TrialSpec:
 def train_trial(spec: TrialSpec) -> dict:
     """Train the trial's recipe into its folder (no plots; the log in train.log) and score it:
     {"score": dev <metric>, "metrics": the train/dev cost and metrics}."""
-    import inspect
-
     from ..backend import use_backend
     from ..recipes import Recipe
     from ..run import train_recipe
@@ -61,10 +59,9 @@ def train_trial(spec: TrialSpec) -> dict:
     recipe = Recipe.from_dict(spec.recipe, spec.source)
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    no_plots = {"plots": False} if "plots" in inspect.signature(train_recipe).parameters else {}
     with open(out / "train.log", "w") as log, use_backend(spec.backend):
         results = train_recipe(recipe, out, progress=False, echo=lambda line: print(line, file=log, flush=True),
-                               **no_plots)
+                               plots=False)
     key = f"dev_{spec.metric}"
     if key not in results:
         raise ConfigError(f"recipe {recipe.name!r} gave no {key}: hyper-parameters are chosen on the dev split, "

@@ -33,13 +33,12 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError, close_matches
+from ..files import read_toml
 
 #: the fraction of the old range (in the sampling scale) added on each side of the best
 #: trials' values when zooming, so that the next round also looks just beyond them
@@ -257,15 +256,7 @@ class SearchSpace:
 
 def load_space(path) -> SearchSpace:
     """The search space in a TOML file."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"search space file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"search space {path}: invalid TOML: {err}") from err
-    return SearchSpace.from_dict(raw, str(path))
+    return SearchSpace.from_dict(read_toml(path, "search space"), str(path))
 
 
 # ---- naming recipe settings -----------------------------------------------------------------------

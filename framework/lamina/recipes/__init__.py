@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import ConfigError, LaminaError, close_matches
+from ..files import read_toml
 from ..registry import get, names, singular
 
 SECTIONS = {"name": str, "description": str, "data": dict, "model": dict, "loss": dict, "optimizer": dict,
@@ -82,15 +83,7 @@ class Recipe:
 
     @classmethod
     def from_file(cls, path) -> "Recipe":
-        path = Path(path)
-        try:
-            with open(path, "rb") as f:
-                raw = tomllib.load(f)
-        except FileNotFoundError:
-            raise ConfigError(f"recipe file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"recipe {path}: invalid TOML: {err}") from err
-        return cls.from_dict(raw, str(path))
+        return cls.from_dict(read_toml(path, "recipe"), str(path))
 
     def to_dict(self) -> dict:
         """The recipe as TOML-ready data (unset optional settings left out)."""
