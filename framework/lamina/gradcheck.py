@@ -5,6 +5,7 @@ dθ_approx[i] = (J(θ + ε·e_i) - J(θ - ε·e_i)) / 2ε and the check
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -13,6 +14,33 @@ import numpy as np
 from .autograd import no_grad
 from .errors import LaminaError
 from .tensor import Tensor
+
+
+_watch = threading.local()
+
+
+def mark_stochastic(what: str) -> None:
+    """Say that the forward computation now running draws random numbers (`what` names the
+    layer and how to turn it off). Outside a gradient check this costs one lookup; inside one,
+    `gradcheck` refuses to go on, since J would differ between evaluations (§2.10: turn dropout
+    off for the grad check)."""
+    marks = getattr(_watch, "marks", None)
+    if marks is not None and what not in marks:
+        marks.append(what)
+
+
+def _evaluate_watching(call: Callable[[], Tensor]) -> Tensor:
+    """call(), raising a LaminaError if anything in it called `mark_stochastic`."""
+    previous, _watch.marks = getattr(_watch, "marks", None), []
+    try:
+        out = call()
+        marks = _watch.marks
+    finally:
+        _watch.marks = previous
+    if marks:
+        raise LaminaError("gradcheck: fn is stochastic, so two-sided differences of it mean nothing (§2.10: turn "
+                          "dropout off for the gradient check): " + "; ".join(marks))
+    return out
 
 
 @dataclass(frozen=True)
@@ -39,7 +67,8 @@ def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[Tensor] | Mapping[str,
     """Compare autograd's gradient of the scalar `fn(*inputs)` with two-sided differences.
 
     `inputs` are float64 tensors (a list, or a dict name -> tensor so the worst component is
-    reported by name); every one is checked. Returns a `GradcheckResult`.
+    reported by name); every one is checked. Returns a `GradcheckResult`. Raises LaminaError if
+    `fn` is stochastic (it ran a layer that calls `mark_stochastic`, such as an active Dropout).
     """
     named = list(inputs.items()) if isinstance(inputs, Mapping) else [(str(i), t) for i, t in enumerate(inputs)]
     tensors = [t for _, t in named]
@@ -51,7 +80,7 @@ def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[Tensor] | Mapping[str,
         t.requires_grad = True
         t.grad = None
 
-    out = call()
+    out = _evaluate_watching(call)
     if out.size != 1:
         raise LaminaError(f"gradcheck: fn must return a scalar, got shape {out.shape}")
     out.backward()

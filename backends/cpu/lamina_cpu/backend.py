@@ -20,7 +20,7 @@ from lamina.errors import OpError
 from lamina.ops.updates import MOMENTUM_DAMPENINGS, split_epsilon
 from lamina.reference import ReferenceBackend
 
-from . import _activations, _optimizers, _softmax
+from . import _activations, _batchnorm, _optimizers, _softmax
 
 COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -135,6 +135,56 @@ class CpuBackend(ReferenceBackend):
             return dx, dW, g2.sum(axis=0) if needs[2] else None
 
         return z.reshape(x.shape[:-1] + (W.shape[1],)), backprop
+
+    # ---- batch normalization ----------------------------------------------------------------------
+    @kernel("batch_norm")
+    def batch_norm(self, x, gamma, beta, running_mean, running_var, *, training, momentum=0.9, epsilon=1e-5,
+                   axis=-1, needs_input_grad=None):
+        """Over the rows of x as (N, C), C = the last axis. Training: μ, σ² (biased) of the batch,
+        x̂ = (x - μ)/√(σ² + ε), out = γ·x̂ + β; running ← momentum·running + (1-momentum)·(μ, σ²·N/(N-1))
+        in place. dβ = Σ g, dγ = Σ g·x̂, dx = γ/(N·√(σ² + ε))·(N·g - dβ - x̂·dγ). Inference: μ, σ² are the
+        running averages, dx = g·γ/√(σ² + ε), and the running averages get their gradients too."""
+        stats = (running_mean, running_var)
+        if not (_compiled(x, gamma, beta, *stats) and _is_last_axis(x, axis) and _updatable(*stats)):
+            return NotImplemented
+        x2 = _c_order(x).reshape(-1, x.shape[-1])
+        n, dtype = x2.shape[0], x.dtype
+        needs = needs_input_grad or (True,) * 5
+        if training:
+            mean, var = np.empty(x2.shape[1]), np.empty(x2.shape[1])
+            _batchnorm.moments(x2, mean, var)
+            for running, batch in zip(stats, (mean, var * (n / (n - 1)))):
+                running *= momentum
+                running += (1.0 - momentum) * batch
+        else:
+            mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
+        inv_std = 1.0 / np.sqrt(var + epsilon)
+        center, scale = mean.astype(dtype), (gamma * inv_std).astype(dtype)
+        out = np.empty_like(x2)
+        _batchnorm.normalize(x2, center, scale, _c_order(beta), out)
+
+        def backprop(g):
+            g2 = _c_order(g.astype(dtype, copy=False)).reshape(x2.shape)
+            grads = [None] * 5
+            if training or any(needs[1:]):
+                sum_g, sum_gx = np.empty(x2.shape[1]), np.empty(x2.shape[1])
+                _batchnorm.grad_sums(g2, x2, mean, sum_g, sum_gx)
+                d_gamma = sum_gx * inv_std                   # Σ g·x̂
+                grads[1:3] = d_gamma.astype(dtype), sum_g.astype(dtype)
+                if not training:
+                    grads[3:] = (-scale * sum_g).astype(dtype), (-0.5 * gamma * inv_std ** 3 * sum_gx).astype(dtype)
+            if needs[0]:
+                dx = np.empty_like(x2)
+                if training:
+                    b, shift = -scale * inv_std * d_gamma / n, -scale * sum_g / n
+                    _batchnorm.input_grad(g2, x2, center, scale, b.astype(dtype), shift.astype(dtype), dx)
+                else:
+                    zeros = np.zeros_like(scale)
+                    _batchnorm.normalize(g2, zeros, scale, zeros, dx)
+                grads[0] = dx.reshape(x.shape)
+            return tuple(grad if need else None for grad, need in zip(grads, needs))
+
+        return out.reshape(x.shape), backprop
 
     # ---- optimizer updates (in place) ------------------------------------------------------------
     @kernel("sgd_update")

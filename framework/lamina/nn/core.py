@@ -18,6 +18,8 @@ class Dense(Layer):
     is a registered initializer name or object ("auto": He for ReLU-family, else Xavier).
     """
 
+    weight_names = ("W",)
+
     def __init__(self, n_in: int, n_out: int, activation=None, init="auto", use_bias: bool = True,
                  name: str | None = None):
         super().__init__(name)

@@ -18,6 +18,13 @@ class Layer:
     """Base class of layers. Subclasses assign `Parameter`s and sub-layers as attributes
     and implement `forward`; `output_shape` lets summaries know shapes without running."""
 
+    #: the parameters that are weights, the only ones regularizers act on (§2.3: not biases, nor
+    #: normalization's γ and β)
+    weight_names: tuple[str, ...] = ()
+    #: parameters that forward updates and no optimizer trains (BatchNorm's running averages): saved
+    #: with the state, created with requires_grad=False and left so by unfreeze()
+    non_trainable_names: tuple[str, ...] = ()
+
     def __init__(self, name: str | None = None):
         object.__setattr__(self, "_parameters", {})
         object.__setattr__(self, "_layers", {})
@@ -53,6 +60,17 @@ class Layer:
         for key, layer in self._layers.items():
             yield from layer.named_parameters(prefix + key + ".")
 
+    def named_weights(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """(name, parameter) of every weight: what each layer lists in `weight_names`."""
+        return self._named_listed("weight_names", prefix)
+
+    def _named_listed(self, attr: str, prefix: str) -> Iterator[tuple[str, Parameter]]:
+        for key in getattr(self, attr):
+            if self._parameters.get(key) is not None:
+                yield prefix + key, self._parameters[key]
+        for key, layer in self._layers.items():
+            yield from layer._named_listed(attr, prefix + key + ".")
+
     def parameters(self, trainable_only: bool = False) -> list[Parameter]:
         return [p for _, p in self.named_parameters() if p.requires_grad or not trainable_only]
 
@@ -84,8 +102,10 @@ class Layer:
         return self
 
     def unfreeze(self) -> "Layer":
+        """Train this layer's parameters again (those listed in `non_trainable_names` stay untrained)."""
+        untrained = {id(p) for _, p in self._named_listed("non_trainable_names", "")}
         for p in self.parameters():
-            p.requires_grad = True
+            p.requires_grad = id(p) not in untrained
         return self
 
     # ---- state -----------------------------------------------------------------------------
