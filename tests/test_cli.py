@@ -139,3 +139,41 @@ def test_real_subprocess_run(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "on backend 'cpu'" in result.stdout
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 5
+
+
+@pytest.mark.slow
+def test_digits_mlp_with_batch_norm_dropout_and_a_schedule_reaches_98_percent(tmp_path):
+    out = tmp_path / "bn"
+    result = invoke("train", "digits-mlp-bn", "--out", str(out), "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "metrics.json").read_text())["test_accuracy"] >= 0.98
+    config = (out / "config.toml").read_text()
+    assert 'type = "batch_norm"' in config and 'type = "dropout"' in config and "[schedule]" in config
+
+
+def test_gradcheck_switches_dropout_off_and_skips_running_averages(tmp_path):
+    recipe = tmp_path / "small-bn.toml"
+    recipe.write_text("""
+[data]
+dataset = "digits"
+[model]
+layers = [{ type = "dense", n_out = 8 }, { type = "batch_norm" }, { type = "relu" },
+          { type = "dropout", keep_prob = 0.5 }, { type = "dense", n_out = 10 }]
+[loss]
+name = "softmax_cross_entropy"
+[optimizer]
+name = "adam"
+[regularization]
+name = "l2"
+lambd = 0.5
+""")
+    result = invoke("gradcheck", str(recipe))
+    assert result.exit_code == 0, result.output
+    assert "dropout switched off for the check" in result.output and "gradient check ok" in result.output
+
+
+def test_dense_before_batch_norm_gets_no_bias():
+    from lamina.recipes import load_recipe
+
+    model = load_recipe("digits-mlp-bn").build_model(64)
+    assert model[0].b is None and model[4].b is None and model[8].b is not None

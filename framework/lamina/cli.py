@@ -231,7 +231,10 @@ def gradcheck(recipe, backend, examples, epsilon, seed):
             loss_fn = spec.build_loss()
             X, y = tensor(data.train.X[:examples]), tensor(data.train.y[:examples])
             regularizer = spec.build_regularizer()
-            params = dict(model.named_parameters())
+            params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+            switched_off = _switch_off_dropout(model)
+            if switched_off:
+                click.echo(f"dropout switched off for the check (§2.10): {', '.join(switched_off)}")
 
             def cost():      # J as training sees it, regularization term included (§2.10)
                 J = loss_fn(model(X), y)
@@ -281,6 +284,20 @@ def predict(run_dir, inputs, backend, out):
     else:
         out.write_text("\n".join(lines) + "\n")
         click.echo(f"wrote {len(classes)} predictions to {out}")
+
+
+def _switch_off_dropout(layer) -> list[str]:
+    """Set keep_prob = 1 on every Dropout layer inside `layer` (the cost must be deterministic
+    for a gradient check); the names of the layers changed."""
+    from .nn import Dropout
+
+    changed = []
+    if isinstance(layer, Dropout) and layer.keep_prob < 1.0:
+        layer.keep_prob = 1.0
+        changed.append(layer.name)
+    for child in layer.layers():
+        changed += _switch_off_dropout(child)
+    return changed
 
 
 def _plural(kind: str) -> str:

@@ -30,6 +30,8 @@ class BatchNorm(Layer):
     """
 
     non_trainable_names = ("running_mean", "running_var")
+    #: model builders drop the preceding layer's bias (Recipe.build_model gives it use_bias=False)
+    absorbs_bias = True
 
     def __init__(self, n_in: int, axis: int = -1, momentum: float = 0.9, epsilon: float = 1e-5,
                  name: str | None = None):

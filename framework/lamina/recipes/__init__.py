@@ -139,11 +139,16 @@ class Recipe:
         from ..nn import Sequential
 
         layers, features = [], num_features
-        for i, spec in enumerate(self.model["layers"]):
+        specs = self.model["layers"]
+        for i, spec in enumerate(specs):
             options = {k: v for k, v in spec.items() if k != "type"}
             factory = get("layers", spec["type"])
             if "n_in" in _parameters(factory) and "n_in" not in options:
                 options["n_in"] = features
+            following = get("layers", specs[i + 1]["type"]) if i + 1 < len(specs) else None
+            if getattr(following, "absorbs_bias", False) and "use_bias" in _parameters(factory) \
+                    and "use_bias" not in options:
+                options["use_bias"] = False     # batch norm's β does the bias's job (§2.19)
             layer = _construct("layers", spec["type"], options, f"recipe {self.name!r} layer {i}")
             features = layer.output_shape((None, features))[-1]
             layers.append(layer)
