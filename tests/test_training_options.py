@@ -227,3 +227,20 @@ satisficing = ["latency_ms <= 10000", "accuracy >= 0.999"]
     assert objectives["satisficing"]["latency_ms"]["ok"] is True
     assert objectives["satisficing"]["accuracy"]["ok"] is False and objectives["satisfied"] is False
     assert "dev f1" in result.output and "(optimizing)" in result.output and "NOT MET" in result.output
+
+
+def test_split_ratios_and_a_training_dev_set_from_the_recipe(tmp_path):
+    recipe = Recipe.from_dict(dict(BASE, data={"dataset": "digits", "split": "98/1/1", "train_dev": 0.1}))
+    data = recipe.load_data()
+    assert (len(data.dev), len(data.test)) == (18, 18)
+    assert len(data.train) + len(data.train_dev) == 1797 - 36 and len(data.train_dev) == round(0.1 * 1761)
+    path = tmp_path / "r.toml"
+    import tomli_w
+
+    path.write_text(tomli_w.dumps(dict(BASE, data={"dataset": "digits", "train_dev": 100},
+                                       training={"epochs": 1})))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", str(path), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"train_dev_accuracy", "train_dev_cost"} <= set(metrics)

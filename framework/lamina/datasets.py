@@ -6,7 +6,7 @@ import numpy as np
 from .data import Dataset, Split, split_indices
 from .errors import LaminaError
 
-RATIOS = (0.6, 0.2, 0.2)
+RATIOS = "60/20/20"
 
 
 def _sklearn():
@@ -17,24 +17,26 @@ def _sklearn():
     return sklearn.datasets
 
 
-def _split(name, X, y, num_classes, seed) -> Dataset:
-    train, dev, test = split_indices(len(X), RATIOS, seed)
+def _split(name, X, y, num_classes, seed, split) -> Dataset:
+    """Shuffle and cut into train/dev/test by `split` ratios, e.g. "60/20/20" or "98/1/1" (§2.1)."""
+    train, dev, test = split_indices(len(X), split, seed)
     return Dataset(name, Split(X[train], y[train]), Split(X[dev], y[dev]), Split(X[test], y[test]), num_classes)
 
 
-def digits(seed: int = 0) -> Dataset:
+def digits(seed: int = 0, split: str = RATIOS) -> Dataset:
     """1,797 8×8 handwritten digits (UCI), the 64 pixel intensities 0..16 scaled to 0..1 (pixels/16);
-    10 classes; 60/20/20. (Standardizing each pixel instead does worse here: pixels that are
+    10 classes; train/dev/test by `split` (60/20/20). (Standardizing each pixel instead does worse here: pixels that are
     almost always blank get tiny deviations and blow up at test time.)"""
     data = _sklearn().load_digits()
-    return _split("digits", data.data.astype(np.float64) / 16.0, data.target.astype(np.int64), 10, seed)
+    return _split("digits", data.data.astype(np.float64) / 16.0, data.target.astype(np.int64), 10, seed, split)
 
 
-def breast_cancer(seed: int = 0) -> Dataset:
+def breast_cancer(seed: int = 0, split: str = RATIOS) -> Dataset:
     """569 Wisconsin breast-cancer cases, 30 raw features (their scales differ by 10⁴: recipes
-    normalize them); binary labels (1 = benign) as (m, 1); 60/20/20."""
+    normalize them); binary labels (1 = benign) as (m, 1); train/dev/test by `split` (60/20/20)."""
     data = _sklearn().load_breast_cancer()
-    return _split("breast_cancer", data.data.astype(np.float64), data.target.astype(np.float64)[:, None], 2, seed)
+    return _split("breast_cancer", data.data.astype(np.float64), data.target.astype(np.float64)[:, None], 2, seed,
+                  split)
 
 
 DATASETS = {"digits": digits, "breast_cancer": breast_cancer}

@@ -67,8 +67,8 @@ def train_recipe(recipe: Recipe, out_dir, resume: bool = False, progress: bool =
 
     results = {"recipe": recipe.name, "backend": backend, "epochs": len(history.epoch_cost),
                "num_parameters": model.num_parameters()}
-    for split_name in ("train", "dev", "test"):
-        split = getattr(data, split_name)
+    for split_name in ("train", "train_dev", "dev", "test"):
+        split = getattr(data, split_name, None)
         if split is not None:
             for key, value in training.evaluate(model, loss_fn, split, metrics).items():
                 results[f"{split_name}_{key}"] = value
@@ -131,7 +131,7 @@ def _fit_normalizer(recipe: Recipe, data):
     from .preprocessing import Standardizer
 
     normalizer = Standardizer().fit(data.train.X)
-    for split in (data.train, data.dev, data.test):
+    for split in (data.train, data.train_dev, data.dev, data.test):
         if split is not None:
             split.X = normalizer.transform(split.X)
     return normalizer

@@ -122,8 +122,15 @@ class Recipe:
 
     # ---- building -------------------------------------------------------------------------
     def load_data(self):
-        options = {k: v for k, v in self.data.items() if k not in ("dataset", "normalize")}
-        return _construct("datasets", self.data["dataset"], options, f"recipe {self.name!r} [data]")
+        """The dataset, with a training-dev split carved out of train if `train_dev` is set
+        (a count or a fraction of the training set, §3.8)."""
+        from ..data import with_train_dev
+
+        options = {k: v for k, v in self.data.items() if k not in ("dataset", "normalize", "train_dev")}
+        dataset = _construct("datasets", self.data["dataset"], options, f"recipe {self.name!r} [data]")
+        if self.data.get("train_dev") is not None:
+            dataset = with_train_dev(dataset, self.data["train_dev"], seed=self.training["seed"])
+        return dataset
 
     @property
     def normalize(self) -> bool:
