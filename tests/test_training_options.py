@@ -244,3 +244,20 @@ def test_split_ratios_and_a_training_dev_set_from_the_recipe(tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"train_dev_accuracy", "train_dev_cost"} <= set(metrics)
+
+
+@pytest.mark.parametrize("split, sizes", [("70/30", (1258, 539, None)), ("70/30/0", (1258, 539, None)),
+                                          ("60/20/20", (1078, 360, 359))])
+def test_two_part_splits_have_no_test_set(split, sizes, tmp_path):
+    recipe = Recipe.from_dict(dict(BASE, data={"dataset": "digits", "split": split}, training={"epochs": 1}))
+    data = recipe.load_data()
+    assert (len(data.train), len(data.dev), data.test and len(data.test)) == sizes
+    from lamina.run import train_recipe
+
+    results = train_recipe(recipe, tmp_path / "run", progress=False, echo=lambda line: None)
+    assert ("test_accuracy" in results) == (sizes[2] is not None)
+
+
+def test_bad_split_is_a_config_error():
+    with pytest.raises(ConfigError, match="two .* or three"):
+        Recipe.from_dict(dict(BASE, data={"dataset": "digits", "split": "50/20/20/10"})).load_data()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .data import Dataset, Split, split_indices
-from .errors import LaminaError
+from .errors import ConfigError, LaminaError
 
 RATIOS = "60/20/20"
 
@@ -18,9 +18,20 @@ def _sklearn():
 
 
 def _split(name, X, y, num_classes, seed, split) -> Dataset:
-    """Shuffle and cut into train/dev/test by `split` ratios, e.g. "60/20/20" or "98/1/1" (§2.1)."""
-    train, dev, test = split_indices(len(X), split, seed)
-    return Dataset(name, Split(X[train], y[train]), Split(X[dev], y[dev]), Split(X[test], y[test]), num_classes)
+    """Shuffle and cut into train/dev/test by `split` ratios, e.g. "60/20/20" or "98/1/1" (§2.1);
+    two ratios ("70/30") give train/dev and no test set, as does a zero third ratio."""
+    parts = split_indices(len(X), split, seed)
+    if len(parts) not in (2, 3):
+        raise ConfigError(f"dataset {name!r}: split {split!r} must have two (train/dev) or three "
+                          f"(train/dev/test) ratios, got {len(parts)}")
+    train, dev, test = (list(parts) + [None])[:3]
+    if len(train) == 0 or len(dev) == 0:
+        raise ConfigError(f"dataset {name!r}: split {split!r} leaves the train or dev set empty")
+
+    def subset(idx):
+        return Split(X[idx], y[idx]) if idx is not None and len(idx) else None
+
+    return Dataset(name, subset(train), subset(dev), subset(test), num_classes)
 
 
 def digits(seed: int = 0, split: str = RATIOS) -> Dataset:
