@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import datasets, functional, init, losses, metrics, optim, schedules
 from .hookspecs import hookimpl
 from .nn import BatchNorm, Dropout
+from .nn.conv import CONV_LAYERS
 from .nn.core import LAYERS
 from .ops import CORE_OPS
 from .regularizers import REGULARIZERS
@@ -20,7 +21,7 @@ def lamina_register_ops(register):
 def lamina_register_components(register):
     for name, fn in functional.ACTIVATIONS.items():
         register("activations", name, fn)
-    for name, layer in {**LAYERS, "dropout": Dropout, "batch_norm": BatchNorm}.items():
+    for name, layer in {**LAYERS, **CONV_LAYERS, "dropout": Dropout, "batch_norm": BatchNorm}.items():
         register("layers", name, layer)
     for kind, classes in (("losses", losses.LOSSES), ("metrics", metrics.METRICS),
                           ("optimizers", optim.OPTIMIZERS), ("schedules", schedules.SCHEDULES),

@@ -60,5 +60,28 @@ def mse(pred, target) -> Tensor:
     return call("mse", _t(pred), _t(target))
 
 
+def conv2d(x, W, b=None, stride: int = 1, padding="valid") -> Tensor:
+    """Z = X * W + b on NHWC images: x (m, n_H, n_W, n_C_prev), W (f, f, n_C_prev, n_C) (HWIO), b (n_C,);
+    padding "valid", "same" or an int; output (m, ⌊(n_H + 2p − f)/s⌋ + 1, ⌊(n_W + 2p − f)/s⌋ + 1, n_C)."""
+    x, W = _t(x), _t(W)
+    args = (x, W) if b is None else (x, W, _t(b))
+    return call("conv2d", *args, stride=stride, padding=padding)
+
+
+def max_pool2d(x, f: int, stride: int | None = None, padding=0) -> Tensor:
+    """The max of each f×f window of each channel, moving by `stride` (default f); NHWC."""
+    return call("max_pool2d", _t(x), f=f, stride=stride, padding=padding)
+
+
+def avg_pool2d(x, f: int, stride: int | None = None, padding=0) -> Tensor:
+    """The mean of each f×f window of each channel (padding counts as zeros), moving by `stride` (default f)."""
+    return call("avg_pool2d", _t(x), f=f, stride=stride, padding=padding)
+
+
+def global_avg_pool2d(x) -> Tensor:
+    """(m, n_H, n_W, n_C) -> (m, n_C): the mean of each channel over all positions."""
+    return call("global_avg_pool2d", _t(x))
+
+
 ACTIVATIONS = {"sigmoid": sigmoid, "tanh": tanh, "relu": relu, "leaky_relu": leaky_relu, "softmax": softmax,
                "log_softmax": log_softmax}

@@ -17,10 +17,11 @@ import numpy as np
 
 from lamina.backend import kernel
 from lamina.errors import OpError
+from lamina.ops.convolution import spatial_geometry
 from lamina.ops.updates import MOMENTUM_DAMPENINGS, split_epsilon
 from lamina.reference import ReferenceBackend
 
-from . import _activations, _batchnorm, _optimizers, _softmax
+from . import _activations, _batchnorm, _convolution, _optimizers, _softmax
 
 COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -186,6 +187,71 @@ class CpuBackend(ReferenceBackend):
 
         return out.reshape(x.shape), backprop
 
+    # ---- convolution and pooling (NHWC images, HWIO filters) ----------------------------------------
+    @kernel("conv2d")
+    def conv2d(self, x, W, b=None, *, stride=1, padding="valid", needs_input_grad=None):
+        """Z = im2col(x)·W₂ + b with W₂ = W as (f·f·n_C_prev, n_C) (one BLAS product); dW₂ = im2col(x)ᵀ·G,
+        db = Σ_rows G, dx = col2im(G·W₂ᵀ), each only if `needs_input_grad` asks for it."""
+        arrays = (x, W) if b is None else (x, W, b)
+        if not _compiled(*arrays):
+            return NotImplemented
+        f, _, c_prev, c_out = W.shape
+        ((top, _), (left, _)), (oh, ow) = spatial_geometry("conv2d", x.shape, f, stride, padding)
+        x = _c_order(x)
+        cols = np.empty((x.shape[0] * oh * ow, f * f * c_prev), dtype=x.dtype)
+        _convolution.im2col(x, oh, ow, f, stride, top, left, cols)
+        W2 = W.reshape(f * f * c_prev, c_out)
+        z = np.matmul(cols, W2)
+        if b is not None:
+            z += b
+        needs = needs_input_grad or (True,) * len(arrays)
+
+        def backprop(g):
+            g2 = g.astype(x.dtype, copy=False).reshape(-1, c_out)
+            dx = None
+            if needs[0]:
+                dx = np.empty_like(x)
+                _convolution.col2im(np.matmul(g2, W2.T), oh, ow, f, stride, top, left, dx)
+            dW = np.matmul(cols.T, g2).reshape(W.shape) if needs[1] else None
+            if b is None:
+                return dx, dW
+            return dx, dW, g2.sum(axis=0) if needs[2] else None
+
+        return z.reshape(x.shape[0], oh, ow, c_out), backprop
+
+    @kernel("max_pool2d")
+    def max_pool2d(self, x, *, f, stride=None, padding=0):
+        """out = the max of each f×f window (the padding never wins); the gradient goes to the window's
+        first maximum, as PyTorch's."""
+        if not _compiled(x):
+            return NotImplemented
+        x, stride, top, left, out = _pooling("max_pool2d", x, f, stride, padding)
+        argmax = np.empty(out.shape, dtype=np.intp)
+        _convolution.max_pool_forward(x, f, stride, top, left, out, argmax)
+
+        def backprop(g):
+            dx = np.empty_like(x)
+            _convolution.max_pool_backward(_c_order(g.astype(x.dtype, copy=False)), argmax, dx)
+            return (dx,)
+
+        return out, backprop
+
+    @kernel("avg_pool2d")
+    def avg_pool2d(self, x, *, f, stride=None, padding=0):
+        """out = 1/f² Σ over each f×f window (padding counts as zeros); dx = 1/f² Σ of g over the windows
+        holding each pixel."""
+        if not _compiled(x):
+            return NotImplemented
+        x, stride, top, left, out = _pooling("avg_pool2d", x, f, stride, padding)
+        _convolution.avg_pool_forward(x, f, stride, top, left, out)
+
+        def backprop(g):
+            dx = np.empty_like(x)
+            _convolution.avg_pool_backward(_c_order(g.astype(x.dtype, copy=False)), f, stride, top, left, dx)
+            return (dx,)
+
+        return out, backprop
+
     # ---- optimizer updates (in place) ------------------------------------------------------------
     @kernel("sgd_update")
     def sgd_update(self, param, grad, *, lr):
@@ -239,6 +305,14 @@ def _updatable(*arrays) -> bool:
 def _c_order(a):
     """`a` if it is C-contiguous, else a C-contiguous copy (0-d arrays stay 0-d)."""
     return a if a.flags.c_contiguous else np.array(a, order="C")
+
+
+def _pooling(op, x, f, stride, padding):
+    """(C-contiguous x, stride, pad top, pad left, an empty output) of a pooling kernel (stride None = f)."""
+    stride = f if stride is None else stride
+    ((top, _), (left, _)), (oh, ow) = spatial_geometry(op, x.shape, f, stride, padding)
+    x = _c_order(x)
+    return x, stride, top, left, np.empty((x.shape[0], oh, ow, x.shape[3]), dtype=x.dtype)
 
 
 def _is_last_axis(x, axis) -> bool:

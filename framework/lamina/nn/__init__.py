@@ -1,8 +1,9 @@
 """Layers (`lamina.nn`)."""
 from .batchnorm import BatchNorm
+from .conv import AvgPool2D, Conv2D, Flatten, GlobalAvgPool2D, MaxPool2D
 from .core import Activation, Dense, LeakyReLU, ReLU, Sequential, Sigmoid, Softmax, Tanh
 from .dropout import Dropout
 from .layer import Layer
 
 __all__ = ["Layer", "Dense", "Sequential", "Activation", "ReLU", "Sigmoid", "Tanh", "LeakyReLU", "Softmax", "Dropout",
-           "BatchNorm"]
+           "BatchNorm", "Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "Flatten"]

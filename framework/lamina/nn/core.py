@@ -26,13 +26,7 @@ class Dense(Layer):
         if int(n_in) <= 0 or int(n_out) <= 0:
             raise ShapeError(f"Dense layer {self.name!r}: n_in and n_out must be positive, got {n_in} and {n_out}")
         self.n_in, self.n_out = int(n_in), int(n_out)
-        self.activation_name = activation if isinstance(activation, str) else getattr(activation, "__name__", None)
-        self.activation = resolve("activations", activation) if activation is not None else None
-        if init == "auto":
-            init = initializers.default_for(self.activation_name)
-        self.init = resolve("initializers", init)
-        if isinstance(self.init, type):
-            self.init = self.init()
+        self.activation_name, self.activation, self.init = activation_and_init(activation, init)
         backend, dtype = get_backend(), get_default_dtype()
         self.W = _parameter(self.init((self.n_in, self.n_out), self.n_in, self.n_out, backend, dtype), backend)
         self.b = _parameter(backend.zeros((self.n_out,), dtype), backend) if use_bias else None
@@ -48,6 +42,16 @@ class Dense(Layer):
     def describe(self) -> str:
         act = f", activation={self.activation_name!r}" if self.activation_name else ""
         return f"{self.n_in} -> {self.n_out}{act}"
+
+
+def activation_and_init(activation, init):
+    """(activation name, activation function or None, initializer object) of a weighted layer: `activation`
+    is None, a registered name or a callable; `init` a registered initializer name or object ("auto": He
+    for the ReLU family, else Xavier)."""
+    name = activation if isinstance(activation, str) else getattr(activation, "__name__", None)
+    fn = resolve("activations", activation) if activation is not None else None
+    initializer = resolve("initializers", initializers.default_for(name) if init == "auto" else init)
+    return name, fn, initializer() if isinstance(initializer, type) else initializer
 
 
 def _parameter(array, backend) -> Parameter:
