@@ -1,4 +1,5 @@
 # cython: language_level=3
+# distutils: extra_compile_args = -fno-trapping-math -fno-math-errno
 """Convolution and pooling (§4.1–4.4) on C-contiguous NHWC images (m, n_H, n_W, C).
 
 Each function loops over the images of the batch; an image's outputs (or, in the backward passes,
@@ -9,9 +10,38 @@ the columns' gradient back. Padding is (top, left) here; the bottom/right paddin
 the output size the caller chose.
 """
 from cython.parallel cimport prange
+from libc.stdint cimport int32_t
 from libc.string cimport memcpy, memset
 
 from ._vecmath cimport PARALLEL_MIN, real
+
+
+cdef extern from *:
+    """
+    /* One pixel's channels against the running maxima. In C for `restrict` (Cython cannot say it): the
+       three never alias, so GCC turns the selects into vector blends. */
+    #define LAMINA_MAX_UPDATE(T)                                                                         \
+    static inline void max_update_##T(const T* restrict src, T* restrict best, int32_t* restrict where,  \
+                                      int32_t k, Py_ssize_t n) {                                         \
+        for (Py_ssize_t c = 0; c < n; c++) {    /* masks, not a conditional store, or GCC keeps it scalar */ \
+            T s = src[c], b = best[c];                                                                   \
+            int32_t better = -(int32_t)(s > b), w = where[c];                                            \
+            best[c] = s > b ? s : b;                                                                     \
+            where[c] = (k & better) | (w & ~better);                                                     \
+        }                                                                                                \
+    }
+    LAMINA_MAX_UPDATE(float)
+    LAMINA_MAX_UPDATE(double)
+    """
+    void max_update_float(const float*, float*, int32_t*, int32_t, Py_ssize_t) nogil
+    void max_update_double(const double*, double*, int32_t*, int32_t, Py_ssize_t) nogil
+
+
+cdef inline void max_update(const real* src, real* best, int32_t* where, int32_t k, Py_ssize_t n) noexcept nogil:
+    if real is float:
+        max_update_float(src, best, where, k, n)
+    else:
+        max_update_double(src, best, where, k, n)
 
 
 cdef inline Py_ssize_t first_inside(Py_ssize_t start) noexcept nogil:
@@ -35,31 +65,31 @@ def im2col(const real[:, :, :, ::1] x, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t 
     cdef Py_ssize_t width = f * f * C
     if m == 0 or width == 0:
         return
-    cdef Py_ssize_t i, h, w, a, b, row, y, z
+    cdef Py_ssize_t i, h, w, a, row, y, y0, z0, lo, hi
     cdef real* dst
     for i in prange(m, nogil=True, schedule="static", use_threads_if=threaded(m, cols.shape[0] * width)):
         for h in range(oh):
             for w in range(ow):
                 row = (i * oh + h) * ow + w
+                y0, z0 = h * stride - top, w * stride - left
+                lo, hi = first_inside(z0), end_inside(z0, f, W)
                 for a in range(f):
-                    y = h * stride - top + a
+                    y = y0 + a
                     dst = &cols[row, a * f * C]
-                    if y < 0 or y >= H:
+                    if y < 0 or y >= H or lo >= hi:
                         memset(dst, 0, f * C * sizeof(real))
                         continue
-                    for b in range(f):
-                        z = w * stride - left + b
-                        if z < 0 or z >= W:
-                            memset(dst + b * C, 0, C * sizeof(real))
-                        else:
-                            memcpy(dst + b * C, &x[i, y, z, 0], C * sizeof(real))
+                    # the window's pixels inside the row are contiguous in x (NHWC): one copy
+                    memset(dst, 0, lo * C * sizeof(real))
+                    memcpy(dst + lo * C, &x[i, y, z0 + lo, 0], (hi - lo) * C * sizeof(real))
+                    memset(dst + hi * C, 0, (f - hi) * C * sizeof(real))
 
 
 def col2im(const real[:, ::1] dcols, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t f, Py_ssize_t stride,
            Py_ssize_t top, Py_ssize_t left, real[:, :, :, ::1] dx):
     """dx[i, y, z, c] = Σ of dcols over every window position that read x[i, y, z, c] (im2col's adjoint)."""
     cdef Py_ssize_t m = dx.shape[0], H = dx.shape[1], W = dx.shape[2], C = dx.shape[3]
-    cdef Py_ssize_t i, h, w, a, b, c, row, y, z, y0, z0
+    cdef Py_ssize_t i, h, w, a, c, row, y0, z0, lo, hi
     cdef const real* src
     cdef real* dst
     if m == 0 or C == 0:
@@ -70,25 +100,23 @@ def col2im(const real[:, ::1] dcols, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t f,
             for w in range(ow):
                 row = (i * oh + h) * ow + w
                 y0, z0 = h * stride - top, w * stride - left
+                lo, hi = first_inside(z0), end_inside(z0, f, W)
                 for a in range(first_inside(y0), end_inside(y0, f, H)):
-                    y = y0 + a
-                    for b in range(first_inside(z0), end_inside(z0, f, W)):
-                        z = z0 + b
-                        src = &dcols[row, (a * f + b) * C]
-                        dst = &dx[i, y, z, 0]
-                        for c in range(C):
-                            dst[c] += src[c]
+                    src = &dcols[row, (a * f + lo) * C]
+                    dst = &dx[i, y0 + a, z0 + lo, 0]
+                    for c in range((hi - lo) * C):      # contiguous in both (NHWC)
+                        dst[c] += src[c]
 
 
 def max_pool_forward(const real[:, :, :, ::1] x, Py_ssize_t f, Py_ssize_t stride, Py_ssize_t top,
-                     Py_ssize_t left, real[:, :, :, ::1] out, Py_ssize_t[:, :, :, ::1] argmax):
+                     Py_ssize_t left, real[:, :, :, ::1] out, int32_t[:, :, :, ::1] argmax):
     """out[i, h, w, c] = max of x[i, y, z, c] over the window's pixels inside the image; argmax holds the
     first maximum's y·n_W + z (the padding never wins, as PyTorch's −∞ padding)."""
     cdef Py_ssize_t m = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
     cdef Py_ssize_t oh = out.shape[1], ow = out.shape[2]
     cdef Py_ssize_t i, h, w, a, b, c, y, z, y0, z0
     cdef real* best
-    cdef Py_ssize_t* where
+    cdef int32_t* where
     cdef const real* src
     if m == 0 or C == 0:
         return
@@ -97,21 +125,20 @@ def max_pool_forward(const real[:, :, :, ::1] x, Py_ssize_t f, Py_ssize_t stride
             for w in range(ow):
                 best = &out[i, h, w, 0]
                 where = &argmax[i, h, w, 0]
-                for c in range(C):
-                    where[c] = -1
                 y0, z0 = h * stride - top, w * stride - left
+                y, z = y0 + first_inside(y0), z0 + first_inside(z0)     # the op's check keeps one inside
+                src = &x[i, y, z, 0]
+                for c in range(C):
+                    best[c] = src[c]
+                    where[c] = <int32_t>(y * W + z)
                 for a in range(first_inside(y0), end_inside(y0, f, H)):
                     y = y0 + a
                     for b in range(first_inside(z0), end_inside(z0, f, W)):
                         z = z0 + b
-                        src = &x[i, y, z, 0]
-                        for c in range(C):
-                            if where[c] < 0 or src[c] > best[c]:
-                                best[c] = src[c]
-                                where[c] = y * W + z
+                        max_update(&x[i, y, z, 0], best, where, <int32_t>(y * W + z), C)
 
 
-def max_pool_backward(const real[:, :, :, ::1] g, const Py_ssize_t[:, :, :, ::1] argmax, real[:, :, :, ::1] dx):
+def max_pool_backward(const real[:, :, :, ::1] g, const int32_t[:, :, :, ::1] argmax, real[:, :, :, ::1] dx):
     """dx[i, y, z, c] = Σ g[i, h, w, c] over the windows whose maximum was x[i, y, z, c]."""
     cdef Py_ssize_t m = dx.shape[0], H = dx.shape[1], W = dx.shape[2], C = dx.shape[3]
     cdef Py_ssize_t oh = g.shape[1], ow = g.shape[2]

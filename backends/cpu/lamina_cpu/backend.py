@@ -223,10 +223,10 @@ class CpuBackend(ReferenceBackend):
     def max_pool2d(self, x, *, f, stride=None, padding=0):
         """out = the max of each f×f window (the padding never wins); the gradient goes to the window's
         first maximum, as PyTorch's."""
-        if not _compiled(x):
+        if not _compiled(x) or x.shape[1] * x.shape[2] >= 2 ** 31:
             return NotImplemented
         x, stride, top, left, out = _pooling("max_pool2d", x, f, stride, padding)
-        argmax = np.empty(out.shape, dtype=np.intp)
+        argmax = np.empty(out.shape, dtype=np.int32)     # y·n_W + z of each window's maximum
         _convolution.max_pool_forward(x, f, stride, top, left, out, argmax)
 
         def backprop(g):
