@@ -65,8 +65,9 @@ def im2col(const real[:, :, :, ::1] x, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t 
     cdef Py_ssize_t width = f * f * C
     if m == 0 or width == 0:
         return
-    cdef Py_ssize_t i, h, w, a, row, y, y0, z0, lo, hi
+    cdef Py_ssize_t i, h, w, a, c, row, y, y0, z0, lo, hi
     cdef real* dst
+    cdef const real* src
     for i in prange(m, nogil=True, schedule="static", use_threads_if=threaded(m, cols.shape[0] * width)):
         for h in range(oh):
             for w in range(ow):
@@ -79,10 +80,15 @@ def im2col(const real[:, :, :, ::1] x, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t 
                     if y < 0 or y >= H or lo >= hi:
                         memset(dst, 0, f * C * sizeof(real))
                         continue
-                    # the window's pixels inside the row are contiguous in x (NHWC): one copy
-                    memset(dst, 0, lo * C * sizeof(real))
-                    memcpy(dst + lo * C, &x[i, y, z0 + lo, 0], (hi - lo) * C * sizeof(real))
-                    memset(dst + hi * C, 0, (f - hi) * C * sizeof(real))
+                    # the window's pixels inside the row are contiguous in x (NHWC): one run, copied by a
+                    # plain loop (runs are short when C is: a memcpy call per run would cost more)
+                    src = &x[i, y, z0, 0]
+                    for c in range(lo * C):
+                        dst[c] = 0
+                    for c in range(lo * C, hi * C):
+                        dst[c] = src[c]
+                    for c in range(hi * C, f * C):
+                        dst[c] = 0
 
 
 def col2im(const real[:, ::1] dcols, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t f, Py_ssize_t stride,

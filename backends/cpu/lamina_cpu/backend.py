@@ -13,6 +13,8 @@ Kernels whose backward is costly per input (`dense`, `softmax_cross_entropy`) ta
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from lamina.backend import kernel
@@ -191,17 +193,24 @@ class CpuBackend(ReferenceBackend):
     @kernel("conv2d")
     def conv2d(self, x, W, b=None, *, stride=1, padding="valid", needs_input_grad=None):
         """Z = im2col(x)·W₂ + b with W₂ = W as (f·f·n_C_prev, n_C) (one BLAS product); dW₂ = im2col(x)ᵀ·G,
-        db = Σ_rows G, dx = col2im(G·W₂ᵀ), each only if `needs_input_grad` asks for it."""
+        db = Σ_rows G, dx = col2im(G·W₂ᵀ), each only if `needs_input_grad` asks for it. The columns live
+        in this thread's scratch buffers, reused from call to call (fresh pages cost more than the copy):
+        the backward rebuilds them rather than keeping one per layer alive."""
         arrays = (x, W) if b is None else (x, W, b)
         if not _compiled(*arrays):
             return NotImplemented
         f, _, c_prev, c_out = W.shape
         ((top, _), (left, _)), (oh, ow) = spatial_geometry("conv2d", x.shape, f, stride, padding)
         x = _c_order(x)
-        cols = np.empty((x.shape[0] * oh * ow, f * f * c_prev), dtype=x.dtype)
-        _convolution.im2col(x, oh, ow, f, stride, top, left, cols)
-        W2 = W.reshape(f * f * c_prev, c_out)
-        z = np.matmul(cols, W2)
+        shape = (x.shape[0] * oh * ow, f * f * c_prev)
+
+        def columns():
+            cols = _scratch("cols", shape, x.dtype)
+            _convolution.im2col(x, oh, ow, f, stride, top, left, cols)
+            return cols
+
+        W2 = W.reshape(shape[1], c_out)
+        z = np.matmul(columns(), W2)
         if b is not None:
             z += b
         needs = needs_input_grad or (True,) * len(arrays)
@@ -211,8 +220,9 @@ class CpuBackend(ReferenceBackend):
             dx = None
             if needs[0]:
                 dx = np.empty_like(x)
-                _convolution.col2im(np.matmul(g2, W2.T), oh, ow, f, stride, top, left, dx)
-            dW = np.matmul(cols.T, g2).reshape(W.shape) if needs[1] else None
+                dcols = np.matmul(g2, W2.T, out=_scratch("dcols", shape, x.dtype))
+                _convolution.col2im(dcols, oh, ow, f, stride, top, left, dx)
+            dW = np.matmul(columns().T, g2).reshape(W.shape) if needs[1] else None
             if b is None:
                 return dx, dW
             return dx, dW, g2.sum(axis=0) if needs[2] else None
@@ -305,6 +315,20 @@ def _updatable(*arrays) -> bool:
 def _c_order(a):
     """`a` if it is C-contiguous, else a C-contiguous copy (0-d arrays stay 0-d)."""
     return a if a.flags.c_contiguous else np.array(a, order="C")
+
+
+_scratch_buffers = threading.local()
+
+
+def _scratch(name: str, shape: tuple, dtype) -> np.ndarray:
+    """A C-contiguous (shape, dtype) view of this thread's scratch buffer `name`, grown when too small; its
+    contents are garbage and the next call with the same name overwrites them."""
+    size = int(np.prod(shape, dtype=np.int64))
+    key = (name, np.dtype(dtype))
+    buffers = _scratch_buffers.__dict__
+    if key not in buffers or buffers[key].size < size:
+        buffers[key] = np.empty(size, dtype=dtype)
+    return buffers[key][:size].reshape(shape)
 
 
 def _pooling(op, x, f, stride, padding):
