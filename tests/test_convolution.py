@@ -252,3 +252,17 @@ def test_lenet_like_network_learns_digits():
         opt.step()
         losses.append(float(loss))
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.mark.parametrize("factory, shape, expected", [
+    (lambda: lm.nn.Conv2D(2, 3, 3, stride=2, padding="same", activation="tanh"), (2, 5, 4, 2), (2, 3, 2, 3)),
+    (lambda: lm.nn.Conv2D(1, 2, 2, padding=1, use_bias=False), (1, 3, 3, 1), (1, 4, 4, 2)),
+    (lambda: lm.nn.MaxPool2D(2), (2, 4, 4, 2), (2, 2, 2, 2)),
+    (lambda: lm.nn.AvgPool2D(3, stride=1, padding=1), (1, 4, 3, 2), (1, 4, 3, 2)),
+    (lambda: lm.nn.GlobalAvgPool2D(), (2, 3, 3, 4), (2, 4)),
+    (lambda: lm.nn.Flatten(), (2, 3, 2, 2), (2, 12)),
+])
+def test_run_layer_test(factory, shape, expected):
+    """Shapes, float64 gradient checks of input and parameters, state round trip and a training step."""
+    report = lm.testing.run_layer_test(factory, shape, expected_output_shape=expected, backend="cpu")
+    assert report is not None
