@@ -53,7 +53,7 @@ def close(got, want, dtype):
 CONV_CASES = [  # (n_H, n_W, C_prev, C, f, stride, padding)
     (6, 6, 1, 1, 3, 1, "valid"), (7, 7, 3, 4, 3, 1, "same"), (8, 6, 2, 3, 4, 1, "same"), (9, 8, 3, 2, 3, 2, "same"),
     (10, 7, 2, 5, 5, 3, "same"), (7, 9, 3, 2, 2, 2, 1), (8, 8, 4, 3, 3, 3, 2), (5, 6, 3, 6, 1, 1, "valid"),
-    (6, 5, 2, 2, 4, 2, "valid"),
+    (6, 5, 2, 2, 4, 2, "valid"), (9, 10, 2, 3, 2, 3, "valid"),     # stride > f skips pixels
 ]
 
 
@@ -79,7 +79,7 @@ def test_conv2d_matches_torch(backend, case, dtype):
 
 POOL_CASES = [  # (n_H, n_W, C, f, stride, padding)
     (4, 4, 2, 2, None, 0), (7, 7, 3, 3, 2, 0), (6, 5, 2, 3, 1, 1), (9, 8, 1, 3, 3, 1), (8, 7, 3, 2, 1, 0),
-    (5, 6, 2, 4, 2, 2), (7, 6, 2, 3, 2, "same"),
+    (5, 6, 2, 4, 2, 2), (7, 6, 2, 3, 2, "same"), (8, 9, 2, 2, 3, 0),
 ]
 
 
@@ -113,6 +113,17 @@ def test_global_avg_pool_matches_torch(backend):
     out, (dx,) = run(backend, "global_avg_pool2d", (x,), "float64", np.ones((2, 4)))
     close(out, want.detach().numpy(), "float64")
     close(dx, nhwc(xt.grad), "float64")
+
+
+@pytest.mark.parametrize("op, attrs", [("conv2d", {}), ("max_pool2d", {"f": 2}), ("avg_pool2d", {"f": 2})])
+def test_cpu_kernels_decline_other_dtypes_and_the_default_runs(op, attrs):
+    cpu = load_backend("cpu")
+    arrays = [np.ones((1, 4, 4, 2), np.float16)] + ([np.ones((2, 2, 2, 3), np.float16)] if op == "conv2d" else [])
+    assert cpu.kernels[op](*arrays, **attrs) is NotImplemented
+    assert cpu.kernels[op](*[a.astype(np.float32) for a in arrays], **attrs) is not NotImplemented
+    out = call(op, *[Tensor(a, dtype="float16", backend=cpu) for a in arrays], **attrs)
+    want = {"conv2d": 8.0, "max_pool2d": 1.0, "avg_pool2d": 1.0}[op]
+    assert out.dtype == np.float16 and np.all(out.numpy() == want)
 
 
 def test_max_pool_kernel_gives_a_tie_to_the_first_maximum_as_torch():
