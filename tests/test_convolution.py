@@ -277,3 +277,11 @@ def test_run_layer_test(factory, shape, expected):
     """Shapes, float64 gradient checks of input and parameters, state round trip and a training step."""
     report = lm.testing.run_layer_test(factory, shape, expected_output_shape=expected, backend="cpu")
     assert report is not None
+
+
+def test_pooling_kernels_decline_padding_beyond_half_the_window():
+    """Called directly (without the op's check), the compiled loops would read outside the image."""
+    cpu, x = load_backend("cpu"), np.ones((1, 4, 4, 1))
+    assert cpu.kernels["max_pool2d"](x, f=2, padding=2) is NotImplemented
+    assert cpu.kernels["avg_pool2d"](x, f=3, padding=2) is NotImplemented
+    assert cpu.kernels["max_pool2d"](x, f=3, padding=1) is not NotImplemented

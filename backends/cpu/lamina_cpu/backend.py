@@ -235,7 +235,10 @@ class CpuBackend(ReferenceBackend):
         first maximum, as PyTorch's."""
         if not _compiled(x) or x.shape[1] * x.shape[2] >= 2 ** 31:
             return NotImplemented
-        x, stride, top, left, out = _pooling("max_pool2d", x, f, stride, padding)
+        setup = _pooling("max_pool2d", x, f, stride, padding)
+        if setup is None:
+            return NotImplemented
+        x, stride, top, left, out = setup
         argmax = np.empty(out.shape, dtype=np.int32)     # y·n_W + z of each window's maximum
         _convolution.max_pool_forward(x, f, stride, top, left, out, argmax)
 
@@ -252,7 +255,10 @@ class CpuBackend(ReferenceBackend):
         holding each pixel."""
         if not _compiled(x):
             return NotImplemented
-        x, stride, top, left, out = _pooling("avg_pool2d", x, f, stride, padding)
+        setup = _pooling("avg_pool2d", x, f, stride, padding)
+        if setup is None:
+            return NotImplemented
+        x, stride, top, left, out = setup
         _convolution.avg_pool_forward(x, f, stride, top, left, out)
 
         def backprop(g):
@@ -332,11 +338,15 @@ def _scratch(name: str, shape: tuple, dtype) -> np.ndarray:
 
 
 def _pooling(op, x, f, stride, padding):
-    """(C-contiguous x, stride, pad top, pad left, an empty output) of a pooling kernel (stride None = f)."""
+    """(C-contiguous x, stride, pad top, pad left, an empty output) of a pooling kernel (stride None = f), or
+    None where a padding exceeds f/2 (the op's check refuses it; the compiled loops count on a window
+    always holding a pixel of the image)."""
     stride = f if stride is None else stride
-    ((top, _), (left, _)), (oh, ow) = spatial_geometry(op, x.shape, f, stride, padding)
+    pads, (oh, ow) = spatial_geometry(op, x.shape, f, stride, padding)
+    if max(max(p) for p in pads) > f // 2:
+        return None
     x = _c_order(x)
-    return x, stride, top, left, np.empty((x.shape[0], oh, ow, x.shape[3]), dtype=x.dtype)
+    return x, stride, pads[0][0], pads[1][0], np.empty((x.shape[0], oh, ow, x.shape[3]), dtype=x.dtype)
 
 
 def _is_last_axis(x, axis) -> bool:
