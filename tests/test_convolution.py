@@ -279,9 +279,11 @@ def test_run_layer_test(factory, shape, expected):
     assert report is not None
 
 
-def test_pooling_kernels_decline_padding_beyond_half_the_window():
-    """Called directly (without the op's check), the compiled loops would read outside the image."""
+def test_kernels_decline_arguments_the_op_check_refuses():
+    """Called directly (without the op's check), the compiled loops would read or write out of bounds."""
     cpu, x = load_backend("cpu"), np.ones((1, 4, 4, 1))
     assert cpu.kernels["max_pool2d"](x, f=2, padding=2) is NotImplemented
     assert cpu.kernels["avg_pool2d"](x, f=3, padding=2) is NotImplemented
     assert cpu.kernels["max_pool2d"](x, f=3, padding=1) is not NotImplemented
+    assert cpu.kernels["conv2d"](x, np.ones((2, 2, 3, 1))) is NotImplemented          # channels differ
+    assert cpu.kernels["conv2d"](x, np.ones((2, 2, 1, 1))) is not NotImplemented

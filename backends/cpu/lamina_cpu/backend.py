@@ -197,7 +197,8 @@ class CpuBackend(ReferenceBackend):
         in this thread's scratch buffers, reused from call to call (fresh pages cost more than the copy):
         the backward rebuilds them rather than keeping one per layer alive."""
         arrays = (x, W) if b is None else (x, W, b)
-        if not _compiled(*arrays):
+        if not _compiled(*arrays) or x.ndim != 4 or W.ndim != 4 or W.shape[0] != W.shape[1] \
+                or x.shape[3] != W.shape[2]:       # (the op's check refuses these; the loops count on them)
             return NotImplemented
         f, _, c_prev, c_out = W.shape
         ((top, _), (left, _)), (oh, ow) = spatial_geometry("conv2d", x.shape, f, stride, padding)
