@@ -177,3 +177,46 @@ def test_dense_before_batch_norm_gets_no_bias():
 
     model = load_recipe("digits-mlp-bn").build_model(64)
     assert model[0].b is None and model[4].b is None and model[8].b is not None
+
+
+def test_digits_cnn_recipe_builds_from_image_shapes_and_trains(tmp_path):
+    from lamina.recipes import load_recipe
+
+    model = load_recipe("digits-cnn").build_model((8, 8, 1))
+    summary = model.summary((8, 8, 1), print_fn=None)
+    assert "(None, 8, 8, 16)" in summary and "(None, 2, 2, 32)" in summary and "(None, 128)" in summary
+    out = tmp_path / "cnn"
+    result = invoke("train", "digits-cnn", "--out", str(out), "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "metrics.json").read_text())["test_accuracy"] >= 0.97
+
+    from sklearn.datasets import load_digits
+
+    images = load_digits().data[:10].reshape(-1, 8, 8, 1) / 16.0
+    np_path = tmp_path / "images.npy"
+    import numpy as np
+
+    np.save(np_path, images)
+    predicted = invoke("predict", str(out), str(np_path))
+    assert predicted.exit_code == 0, predicted.output
+    classes = [int(line.split(",")[0]) for line in predicted.output.strip().splitlines()[1:]]
+    assert np.mean(np.array(classes) == load_digits().target[:10]) >= 0.9
+
+
+def test_gradcheck_of_a_convolutional_recipe(tmp_path):
+    recipe = tmp_path / "tiny-cnn.toml"
+    recipe.write_text("""
+[data]
+dataset = "digits"
+images = true
+[model]
+layers = [{ type = "conv2d", n_C = 2, f = 3, stride = 2, activation = "tanh" }, { type = "max_pool2d", f = 2 },
+          { type = "flatten" }, { type = "dense", n_out = 10 }]
+[loss]
+name = "softmax_cross_entropy"
+[optimizer]
+name = "sgd"
+""")
+    result = invoke("gradcheck", str(recipe), "--examples", "3")
+    assert result.exit_code == 0, result.output
+    assert "gradient check ok" in result.output

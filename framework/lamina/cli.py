@@ -227,7 +227,7 @@ def gradcheck(recipe, backend, examples, epsilon, seed):
         with set_default_dtype("float64"):
             manual_seed(seed)
             data = spec.load_data()
-            model = spec.build_model(data.num_features)
+            model = spec.build_model(data.input_shape)
             loss_fn = spec.build_loss()
             X, y = tensor(data.train.X[:examples]), tensor(data.train.y[:examples])
             regularizer = spec.build_regularizer()
@@ -273,7 +273,7 @@ def predict(run_dir, inputs, backend, out):
         raise click.BadParameter(f"cannot read {inputs}: {err}", param_hint="INPUTS") from None
     try:
         trained = TrainedModel(run_dir)
-        outputs = trained.predict(X.reshape(len(X), -1))
+        outputs = trained.predict(X)
     except LaminaError as err:
         raise click.ClickException(str(err)) from None
     classes = predicted_classes(outputs)

@@ -45,6 +45,11 @@ class Dataset:
     def num_features(self) -> int:
         return int(np.prod(self.train.X.shape[1:]))
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one example: (n_x,) for features, (n_H, n_W, n_C) for images."""
+        return tuple(int(n) for n in self.train.X.shape[1:])
+
 
 def minibatches(X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = True,
                 seed: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -34,12 +34,16 @@ def _split(name, X, y, num_classes, seed, split) -> Dataset:
     return Dataset(name, subset(train), subset(dev), subset(test), num_classes)
 
 
-def digits(seed: int = 0, split: str = RATIOS) -> Dataset:
+def digits(seed: int = 0, split: str = RATIOS, images: bool = False) -> Dataset:
     """1,797 8×8 handwritten digits (UCI), the 64 pixel intensities 0..16 scaled to 0..1 (pixels/16);
-    10 classes; train/dev/test by `split` (60/20/20). (Standardizing each pixel instead does worse here: pixels that are
+    10 classes; train/dev/test by `split` (60/20/20). With `images`, each example is an 8×8×1
+    NHWC image instead of 64 features (for convolutional networks). (Standardizing each pixel instead does worse here: pixels that are
     almost always blank get tiny deviations and blow up at test time.)"""
     data = _sklearn().load_digits()
-    return _split("digits", data.data.astype(np.float64) / 16.0, data.target.astype(np.int64), 10, seed, split)
+    X = data.data.astype(np.float64) / 16.0
+    if images:
+        X = X.reshape(-1, 8, 8, 1)
+    return _split("digits", X, data.target.astype(np.int64), 10, seed, split)
 
 
 def breast_cancer(seed: int = 0, split: str = RATIOS) -> Dataset:

@@ -39,7 +39,7 @@ def train_recipe(recipe: Recipe, out_dir, resume: bool = False, progress: bool =
     manual_seed(settings["seed"])
     data = recipe.load_data()
     normalizer = _fit_normalizer(recipe, data)
-    model = recipe.build_model(data.num_features)
+    model = recipe.build_model(data.input_shape)
     loss_fn, metrics = recipe.build_loss(), recipe.build_metrics()
     optimizer = recipe.build_optimizer(model.parameters())
     backend = get_backend().name
@@ -59,7 +59,7 @@ def train_recipe(recipe: Recipe, out_dir, resume: bool = False, progress: bool =
                            clip=recipe.build_clip(), early_stopping=early_stopping,
                            checkpoint_dir=out_dir / CHECKPOINT_DIR, resume=resume, progress=progress,
                            metadata={"recipe": recipe.name, "backend": backend,
-                                     "num_features": data.num_features}, on_epoch_end=report,
+                                     "input_shape": list(data.input_shape)}, on_epoch_end=report,
                            extra_arrays=_normalizer_arrays(normalizer))
     if early_stopping is not None and early_stopping.best_epoch and early_stopping.wait >= early_stopping.patience:
         echo(f"early stopping: no better dev {early_stopping.metric} for {early_stopping.patience} epochs; "
@@ -155,7 +155,8 @@ class TrainedModel:
             raise ConfigError(f"{run_dir} is not a lamina run folder: it has no config.toml")
         self.recipe = Recipe.from_dict(read_toml(config_path, "run config"), str(config_path))
         _, meta = checkpoint.read(run_dir / CHECKPOINT_DIR)
-        self.model = self.recipe.build_model(meta["metadata"]["num_features"])
+        self.input_shape = tuple(meta["metadata"]["input_shape"])
+        self.model = self.recipe.build_model(self.input_shape)
         checkpoint.load(run_dir / CHECKPOINT_DIR, self.model)
         extra = checkpoint.extra_arrays(run_dir / CHECKPOINT_DIR)
         state = {k[len(NORMALIZER_PREFIX):]: v for k, v in extra.items() if k.startswith(NORMALIZER_PREFIX)}
@@ -173,6 +174,8 @@ class TrainedModel:
         from .functional import softmax
 
         X = np.asarray(X, dtype=np.float64)
+        if X.ndim >= 1 and X[:1].size == int(np.prod(self.input_shape)):
+            X = X.reshape((len(X),) + self.input_shape)      # e.g. flat CSV rows of an image model
         if self.normalizer is not None:
             X = self.normalizer.transform(X)
         outputs = training.predict(self.model, X)

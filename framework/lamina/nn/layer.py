@@ -11,7 +11,8 @@ from ..tensor import Parameter, Tensor
 
 
 def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    """Conv2D -> conv2d, MaxPool2D -> max_pool2d, BatchNorm -> batch_norm."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name).lower()
 
 
 class Layer:

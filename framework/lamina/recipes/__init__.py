@@ -142,22 +142,26 @@ class Recipe:
         size = self.training["batch_size"]
         return m if size == "full" else 1 if size == "stochastic" else int(size)
 
-    def build_model(self, num_features: int):
+    def build_model(self, input_shape):
+        """The model for examples of `input_shape` (an int for flat features, or e.g. (8, 8, 1)
+        for NHWC images). Each layer whose constructor takes `n_in` gets the last axis of the
+        previous layer's output shape."""
         from ..nn import Sequential
 
-        layers, features = [], num_features
+        shape = (None,) + (tuple(input_shape) if isinstance(input_shape, (tuple, list)) else (int(input_shape),))
+        layers = []
         specs = self.model["layers"]
         for i, spec in enumerate(specs):
             options = {k: v for k, v in spec.items() if k != "type"}
             factory = get("layers", spec["type"])
             if "n_in" in _parameters(factory) and "n_in" not in options:
-                options["n_in"] = features
+                options["n_in"] = shape[-1]
             following = get("layers", specs[i + 1]["type"]) if i + 1 < len(specs) else None
             if getattr(following, "absorbs_bias", False) and "use_bias" in _parameters(factory) \
                     and "use_bias" not in options:
                 options["use_bias"] = False     # batch norm's β does the bias's job (§2.19)
             layer = _construct("layers", spec["type"], options, f"recipe {self.name!r} layer {i}")
-            features = layer.output_shape((None, features))[-1]
+            shape = tuple(layer.output_shape(shape))
             layers.append(layer)
         return Sequential(*layers)
 
