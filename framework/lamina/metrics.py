@@ -10,6 +10,7 @@ latency_ms ≤ 100). `evaluate_objectives` puts them side by side.
 """
 from __future__ import annotations
 
+import abc
 import re
 import time
 from dataclasses import dataclass
@@ -100,7 +101,7 @@ def _ratio(numerator, denominator):
     return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
 
 
-class ClassificationScore:
+class ClassificationScore(abc.ABC):
     """Base of precision, recall and F1, computed from the confusion matrix's true positives
     (tp), false positives (fp) and false negatives (fn) per class.
 
@@ -129,8 +130,9 @@ class ClassificationScore:
         self.name = self.metric if average == "binary" else f"{self.metric}_{average}"
 
     @staticmethod
+    @abc.abstractmethod
     def score(tp, fp, fn):
-        raise NotImplementedError
+        """The score from true positives, false positives and false negatives."""
 
     def __call__(self, outputs, targets) -> float:
         C = confusion_matrix(outputs, targets, self.num_classes)

@@ -7,6 +7,7 @@ Every schedule is built from keyword options (as a TOML table gives them, e.g.
 """
 from __future__ import annotations
 
+import abc
 import math
 import numbers
 
@@ -14,7 +15,7 @@ from .errors import LaminaError
 from .optim.optimizer import check_number
 
 
-class Schedule:
+class Schedule(abc.ABC):
     """Base class: subclasses set `name` and implement `rate(epoch, lr0)`."""
 
     name = ""
@@ -23,8 +24,9 @@ class Schedule:
         epoch = _integer(self, "epoch", epoch, low=0)
         return float(self.rate(epoch, _number(self, "lr0", lr0, low=0.0, low_open=True)))
 
+    @abc.abstractmethod
     def rate(self, epoch: int, lr0: float) -> float:
-        raise NotImplementedError
+        """The learning rate of 0-based epoch `epoch` for an initial rate `lr0`."""
 
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
