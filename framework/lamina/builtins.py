@@ -7,6 +7,7 @@ from .hookspecs import hookimpl
 from .nn import BatchNorm, Dropout
 from .nn.conv import CONV_LAYERS
 from .nn.core import LAYERS
+from .nn.residual import ResidualBlock
 from .ops import CORE_OPS
 from .regularizers import REGULARIZERS
 
@@ -21,7 +22,8 @@ def lamina_register_ops(register):
 def lamina_register_components(register):
     for name, fn in functional.ACTIVATIONS.items():
         register("activations", name, fn)
-    for name, layer in {**LAYERS, **CONV_LAYERS, "dropout": Dropout, "batch_norm": BatchNorm}.items():
+    for name, layer in {**LAYERS, **CONV_LAYERS, "dropout": Dropout, "batch_norm": BatchNorm,
+                        "residual_block": ResidualBlock}.items():
         register("layers", name, layer)
     for kind, classes in (("losses", losses.LOSSES), ("metrics", metrics.METRICS),
                           ("optimizers", optim.OPTIMIZERS), ("schedules", schedules.SCHEDULES),

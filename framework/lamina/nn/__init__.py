@@ -4,6 +4,8 @@ from .conv import AvgPool2D, Conv2D, Flatten, GlobalAvgPool2D, MaxPool2D
 from .core import Activation, Dense, LeakyReLU, ReLU, Sequential, Sigmoid, Softmax, Tanh
 from .dropout import Dropout
 from .layer import Layer
+from .residual import ResidualBlock
 
 __all__ = ["Layer", "Dense", "Sequential", "Activation", "ReLU", "Sigmoid", "Tanh", "LeakyReLU", "Softmax", "Dropout",
-           "BatchNorm", "Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "Flatten"]
+           "BatchNorm", "Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "Flatten",
+           "ResidualBlock"]
