@@ -5,7 +5,7 @@
     loss = lm.F.softmax_cross_entropy(model(lm.tensor(X)), lm.tensor(y))
     loss.backward()
 """
-from . import (checkpoint, clipping, data, diagnose, functional, init, losses, metrics, nn, optim, schedules,
+from . import (checkpoint, clipping, data, diagnose, functional, init, losses, metrics, models, nn, optim, schedules,
                preprocessing, regularizers, training, transfer)
 from ._version import __version__
 from .autograd import enable_grad, is_grad_enabled, no_grad
