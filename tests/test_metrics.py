@@ -8,7 +8,7 @@ from lamina import registry
 from lamina.errors import ConfigError, LaminaError, ShapeError
 from lamina.recipes import load_recipe
 
-sk = pytest.importorskip("sklearn.metrics")
+import sklearn.metrics as sk
 
 # 4 positives, 6 negatives; predicted: tp = 2, fn = 2, fp = 1, tn = 5
 BINARY_TRUE = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])

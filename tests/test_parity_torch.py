@@ -5,7 +5,7 @@ import pytest
 
 import lamina as lm
 
-torch = pytest.importorskip("torch")
+import torch
 TF = torch.nn.functional
 
 DTYPES = {"float64": (np.float64, torch.float64, 1e-6, 1e-10), "float32": (np.float32, torch.float32, 1e-4, 1e-5)}

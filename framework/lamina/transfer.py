@@ -160,7 +160,7 @@ def cached_features(trunk, X, cache_dir, batch_size: int = 1024) -> np.ndarray:
         try:
             return load(path.read_bytes())["features"]
         except (SafetensorError, KeyError, ValueError):
-            pass
+            path.unlink()           # a damaged entry: drop it and compute the features again
     features = np.ascontiguousarray(predict(trunk, X, batch_size))
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, save({"features": features}, metadata={"format": CACHE_FORMAT, "key": key}))
