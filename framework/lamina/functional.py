@@ -83,5 +83,15 @@ def global_avg_pool2d(x) -> Tensor:
     return call("global_avg_pool2d", _t(x))
 
 
+def concatenate(tensors, axis: int = -1) -> Tensor:
+    """Join tensors along `axis`: out.shape[axis] = Σ_i tensors[i].shape[axis], every other size equal."""
+    tensors = [_t(x) for x in tensors]
+    if not tensors:
+        from .errors import OpError
+
+        raise OpError("concatenate: needs at least one tensor, got none")
+    return call("concatenate", *tensors, axis=axis)
+
+
 ACTIVATIONS = {"sigmoid": sigmoid, "tanh": tanh, "relu": relu, "leaky_relu": leaky_relu, "softmax": softmax,
                "log_softmax": log_softmax}

@@ -269,6 +269,19 @@ class CpuBackend(ReferenceBackend):
 
         return out, backprop
 
+    # ---- joining ----------------------------------------------------------------------------------
+    @kernel("concatenate")
+    def concatenate(self, *arrays, axis=-1):
+        """out = [X_0, X_1, …] along `axis` (one copy); dX_i = G[…, o_i:o_i + c_i, …], o_i = Σ_(j<i) c_j."""
+        ax = int(axis) % arrays[0].ndim
+        ends = np.cumsum([a.shape[ax] for a in arrays])
+        out = np.concatenate(arrays, axis=ax)
+
+        def backprop(g):
+            return tuple(np.split(g, ends[:-1], axis=ax))
+
+        return out, backprop
+
     # ---- optimizer updates (in place) ------------------------------------------------------------
     @kernel("sgd_update")
     def sgd_update(self, param, grad, *, lr):
