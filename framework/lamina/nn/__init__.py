@@ -5,7 +5,8 @@ from .core import Activation, Dense, LeakyReLU, ReLU, Sequential, Sigmoid, Softm
 from .dropout import Dropout
 from .layer import Layer
 from .residual import ResidualBlock
+from .sliding import dense_head_to_conv
 
 __all__ = ["Layer", "Dense", "Sequential", "Activation", "ReLU", "Sigmoid", "Tanh", "LeakyReLU", "Softmax", "Dropout",
            "BatchNorm", "Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "Flatten",
-           "ResidualBlock"]
+           "ResidualBlock", "dense_head_to_conv"]
