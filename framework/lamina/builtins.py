@@ -8,6 +8,7 @@ from .nn import BatchNorm, Dropout
 from .nn.conv import CONV_LAYERS
 from .nn.core import LAYERS
 from .nn.residual import ResidualBlock
+from .nn.lrn import LocalResponseNorm
 from .ops import CORE_OPS
 from .regularizers import REGULARIZERS
 
@@ -23,7 +24,7 @@ def lamina_register_components(register):
     for name, fn in functional.ACTIVATIONS.items():
         register("activations", name, fn)
     for name, layer in {**LAYERS, **CONV_LAYERS, "dropout": Dropout, "batch_norm": BatchNorm,
-                        "residual_block": ResidualBlock}.items():
+                        "residual_block": ResidualBlock, "local_response_norm": LocalResponseNorm}.items():
         register("layers", name, layer)
     for kind, classes in (("losses", losses.LOSSES), ("metrics", metrics.METRICS),
                           ("optimizers", optim.OPTIMIZERS), ("schedules", schedules.SCHEDULES),

@@ -93,5 +93,10 @@ def concatenate(tensors, axis: int = -1) -> Tensor:
     return call("concatenate", *tensors, axis=axis)
 
 
+def local_response_norm(x, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0) -> Tensor:
+    """b_c = a_c / (k + α/n · Σ_{c' in the n-channel window of c} a_c'²)^β over the last (channel) axis."""
+    return call("local_response_norm", _t(x), size=size, alpha=alpha, beta=beta, k=k)
+
+
 ACTIVATIONS = {"sigmoid": sigmoid, "tanh": tanh, "relu": relu, "leaky_relu": leaky_relu, "softmax": softmax,
                "log_softmax": log_softmax}

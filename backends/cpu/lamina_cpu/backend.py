@@ -20,6 +20,7 @@ import numpy as np
 from lamina.backend import kernel
 from lamina.errors import OpError
 from lamina.ops.convolution import spatial_geometry
+from lamina.ops.lrn import lrn_window
 from lamina.ops.updates import MOMENTUM_DAMPENINGS, split_epsilon
 from lamina.reference import ReferenceBackend
 
@@ -282,6 +283,33 @@ class CpuBackend(ReferenceBackend):
 
         return out, backprop
 
+    # ---- local response normalization (channels last) ---------------------------------------------
+    @kernel("local_response_norm")
+    def local_response_norm(self, x, *, size=5, alpha=1e-4, beta=0.75, k=2.0):
+        """b_c = a_c·d_c^(−β), d_c = k + α/n·Σ_{c' in c's window} a_c'² (n shifted adds of a², no band matmul);
+        da_j = g_j·d_j^(−β) − (2αβ/n)·a_j·Σ_{c : j in c's window} g_c·a_c·d_c^(−β−1)."""
+        if not _compiled(x):
+            return NotImplemented
+        before, after = lrn_window(size)
+        scale = alpha / size
+        d = _window_sum(x * x, before, after)
+        d *= scale
+        d += k
+        inv = d ** -beta                     # d^(−β)
+        out = x * inv
+
+        def backprop(g):
+            g = g.astype(x.dtype, copy=False)
+            t = g * out                      # g_c·a_c·d_c^(−β)
+            t /= d                           # … ·d_c^(−β−1)
+            dx = _window_sum(t, after, before)
+            dx *= x
+            dx *= -2.0 * beta * scale
+            dx += g * inv
+            return (dx,)
+
+        return out, backprop
+
     # ---- optimizer updates (in place) ------------------------------------------------------------
     @kernel("sgd_update")
     def sgd_update(self, param, grad, *, lr):
@@ -361,6 +389,17 @@ def _pooling(op, x, f, stride, padding):
         return None
     x = _c_order(x)
     return x, stride, pads[0][0], pads[1][0], np.empty((x.shape[0], oh, ow, x.shape[3]), dtype=x.dtype)
+
+
+def _window_sum(a, before: int, after: int) -> np.ndarray:
+    """out[…, c] = Σ_{c' = c − before}^{c + after} a[…, c'] over the last axis, zero outside."""
+    n_C = a.shape[-1]
+    padded = np.zeros(a.shape[:-1] + (n_C + before + after,), dtype=a.dtype)
+    padded[..., before:before + n_C] = a
+    out = padded[..., :n_C].copy()
+    for offset in range(1, before + after + 1):
+        out += padded[..., offset:offset + n_C]
+    return out
 
 
 def _is_last_axis(x, axis) -> bool:

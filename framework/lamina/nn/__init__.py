@@ -4,9 +4,10 @@ from .conv import AvgPool2D, Conv2D, Flatten, GlobalAvgPool2D, MaxPool2D
 from .core import Activation, Dense, LeakyReLU, ReLU, Sequential, Sigmoid, Softmax, Tanh
 from .dropout import Dropout
 from .layer import Layer
+from .lrn import LocalResponseNorm
 from .residual import ResidualBlock
 from .sliding import dense_head_to_conv
 
 __all__ = ["Layer", "Dense", "Sequential", "Activation", "ReLU", "Sigmoid", "Tanh", "LeakyReLU", "Softmax", "Dropout",
            "BatchNorm", "Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "Flatten",
-           "ResidualBlock", "dense_head_to_conv"]
+           "ResidualBlock", "LocalResponseNorm", "dense_head_to_conv"]
