@@ -1,21 +1,29 @@
-"""Mini-batch iteration (§2.11), train/dev/test splits by ratio (§3.4), the training-dev set
-for mismatched distributions (§3.8), and unknown labels of multi-task targets (§3.10)."""
+"""Mini-batch iteration (§2.11) and a background-thread loader that augments batches while the
+network trains (§4.12), train/dev/test splits by ratio (§3.4), the training-dev set for
+mismatched distributions (§3.8), and unknown labels of multi-task targets (§3.10)."""
 from __future__ import annotations
 
+import collections
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import ShapeError
+from .errors import LaminaError, ShapeError
 
 
 @dataclass
 class Split:
-    """Examples in rows: X (m, n_x) and labels y (m,) or (m, k)."""
+    """Examples in rows: X (m, n_x) and labels y (m,) or (m, k).
+
+    `augment`, when set, is a random transform `augment(X_batch, rng)` (see `lamina.augment`)
+    that training applies to every mini-batch drawn from this split; evaluation uses X as is.
+    """
 
     X: np.ndarray
     y: np.ndarray
+    augment: Callable | None = None
 
     def __post_init__(self):
         if len(self.X) != len(self.y):
@@ -66,6 +74,115 @@ def minibatches(X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = T
 
 def num_batches(m: int, batch_size: int) -> int:
     return -(-m // batch_size)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The shuffling seed of an epoch: a function of (seed, epoch) alone, so a resumed run
+    sees exactly the batches an uninterrupted one would."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def batch_generator(seed: int, epoch: int, batch: int) -> np.random.Generator:
+    """The random generator of one batch's augmentation, a function of (seed, epoch, batch) alone,
+    so the augmented batches do not depend on which thread prepares them, nor on resuming."""
+    return np.random.default_rng(np.random.SeedSequence([seed, epoch, batch]))
+
+
+class BatchError(LaminaError, RuntimeError):
+    """Preparing a batch failed in a loader thread; `epoch` and `batch` say which (0-based)."""
+
+    def __init__(self, message: str, epoch: int, batch: int):
+        super().__init__(message)
+        self.epoch, self.batch = epoch, batch
+
+
+class DataLoader:
+    """Mini-batches (X_batch, y_batch) of `batch_size` rows prepared by `workers` background
+    threads while the caller trains on earlier ones (§4.12); at most `prefetch` batches are
+    being prepared or waiting at any time. Batches come in order.
+
+    Epoch e visits the examples in the order `permutation(m)` of the generator seeded with
+    `epoch_seed(seed, e)` (the order `minibatches` gives; no shuffling if `shuffle` is False), and
+    batch b of it is `augment(X[idx], batch_generator(seed, e, b))`, so batches are the same for
+    any number of workers (workers=0 prepares them in the caller's thread). NumPy releases the GIL
+    in its array work, which is what lets the threads overlap with training. An augmentation that
+    learns from data and is not fitted yet (`PCAColor`) is fitted on X here.
+
+    `iter(loader)` runs the next epoch (0, 1, 2, ... for successive loops); `loader.batches(e)`
+    runs epoch e. A failure in a thread is raised in the caller as `BatchError` naming the batch,
+    from the original exception; leaving a loop early cancels the batches not yet started and
+    waits for the threads to finish.
+    """
+
+    def __init__(self, X, y, batch_size: int, shuffle: bool = True, augment: Callable | None = None,
+                 workers: int = 2, prefetch: int = 4, seed: int = 0):
+        if len(X) != len(y):
+            raise ShapeError(f"DataLoader: X has {len(X)} examples but y has {len(y)}")
+        for arg, value, low in (("batch_size", batch_size, 1), ("workers", workers, 0), ("prefetch", prefetch, 1)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+                raise ValueError(f"DataLoader: {arg} must be an integer >= {low}, got {value!r}")
+        if augment is not None and not callable(augment):
+            raise ValueError(f"DataLoader: augment must be callable as augment(X_batch, rng), got {augment!r}")
+        self.X, self.y = X, y
+        self.batch_size, self.shuffle, self.augment = int(batch_size), bool(shuffle), augment
+        self.workers, self.prefetch, self.seed = int(workers), int(prefetch), int(seed)
+        self.epoch = 0
+        if augment is not None and not getattr(augment, "fitted", True):
+            augment.fit(X)
+
+    def __len__(self) -> int:
+        return num_batches(len(self.X), self.batch_size)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The order in which epoch `epoch` visits the examples."""
+        m = len(self.X)
+        return np.random.default_rng(epoch_seed(self.seed, epoch)).permutation(m) if self.shuffle else np.arange(m)
+
+    def _prepare(self, epoch: int, b: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        X_batch = self.X[idx]
+        if self.augment is not None:
+            X_batch = self.augment(X_batch, batch_generator(self.seed, epoch, b))
+        return X_batch, self.y[idx]
+
+    def _failed(self, err: BaseException, epoch: int, b: int) -> BatchError:
+        return BatchError(f"DataLoader: preparing batch {b} of epoch {epoch} failed: {type(err).__name__}: {err}",
+                          epoch, b)
+
+    def batches(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The batches of epoch `epoch`, in order."""
+        order, size = self.order(epoch), self.batch_size
+        jobs = ((b, order[start:start + size]) for b, start in enumerate(range(0, len(order), size)))
+        if self.workers == 0:
+            for b, idx in jobs:
+                try:
+                    batch = self._prepare(epoch, b, idx)
+                except Exception as err:
+                    raise self._failed(err, epoch, b) from err
+                yield batch
+            return
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="lamina-loader")
+        pending = collections.deque()
+        try:
+            for b, idx in jobs:
+                pending.append((b, pool.submit(self._prepare, epoch, b, idx)))
+                if len(pending) >= self.prefetch:
+                    yield self._result(epoch, *pending.popleft())
+            while pending:
+                yield self._result(epoch, *pending.popleft())
+        finally:
+            for _, future in pending:
+                future.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _result(self, epoch: int, b: int, future) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            return future.result()
+        except Exception as err:
+            raise self._failed(err, epoch, b) from err
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        return self.batches(epoch)
 
 
 def parse_ratios(ratios: str | Sequence[float]) -> tuple[float, ...]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from .errors import RegistrationError, UnknownNameError, close_matches
 
 KINDS = ("layers", "activations", "losses", "metrics", "optimizers", "schedules", "regularizers", "initializers",
-         "datasets", "recipes")
+         "datasets", "recipes", "augmentations")
 
 
 def singular(kind: str) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import checkpoint
 from .autograd import no_grad
-from .data import Split, minibatches, num_batches
+from .data import DataLoader, Split, epoch_seed, minibatches, num_batches
 from .early_stopping import EarlyStopping
 from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .tensor import tensor
@@ -63,7 +63,7 @@ def fit(model, loss_fn, optimizer, train: Split, dev: Split | None = None, *, ep
         regularizer: Callable | None = None, clip: Callable | None = None,
         early_stopping: EarlyStopping | None = None, checkpoint_dir=None, resume: bool = False,
         progress: bool = True, metadata: dict | None = None, extra_arrays: dict | None = None,
-        on_epoch_end: Callable | None = None) -> History:
+        on_epoch_end: Callable | None = None, augment: Callable | None = None, workers: int = 2) -> History:
     """Train `model` for `epochs` epochs of shuffled mini-batches (a new order each epoch).
 
     Each epoch's learning rate is `schedule(epoch, lr0)` (0-based epoch) when given. The cost
@@ -73,8 +73,15 @@ def fit(model, loss_fn, optimizer, train: Split, dev: Split | None = None, *, ep
     `extra_arrays`, the RNG state and the early-stopping state) is written atomically after
     every epoch; with `resume`, training continues from it exactly as if never interrupted.
     Raises TrainingDiverged naming the epoch and batch if the cost becomes NaN or infinite.
+
+    `augment(X_batch, rng)` (default: `train.augment`) transforms every training batch (§4.12);
+    the batches are then prepared by a `DataLoader` in `workers` background threads, in the same
+    order, each augmented from a generator seeded by (seed, epoch, batch), so resuming stays exact.
     """
     metrics = metrics or {}
+    augment = augment if augment is not None else train.augment
+    loader = None if augment is None else DataLoader(train.X, train.y, batch_size, shuffle=True, augment=augment,
+                                                     workers=workers, seed=seed)
     history, start_epoch, lr0 = History(), 0, optimizer.lr
     backend = model.parameters()[0].backend if model.parameters() else None
     if early_stopping is not None and dev is None:
@@ -94,13 +101,15 @@ def fit(model, loss_fn, optimizer, train: Split, dev: Split | None = None, *, ep
             return history
 
     bar = _progress_bar(progress, total=(epochs - start_epoch) * num_batches(len(train), batch_size))
+    batches = None
     try:
         for epoch in range(start_epoch, epochs):
             if schedule is not None:
                 optimizer.lr = float(schedule(epoch, lr0))
             model.train()
             costs = []
-            batches = minibatches(train.X, train.y, batch_size, shuffle=True, seed=_epoch_seed(seed, epoch))
+            batches = minibatches(train.X, train.y, batch_size, shuffle=True, seed=epoch_seed(seed, epoch)) \
+                if loader is None else loader.batches(epoch)
             for b, (X_batch, y_batch) in enumerate(batches):
                 cost_tensor = loss_fn(model(tensor(X_batch)), tensor(y_batch))
                 if regularizer is not None:
@@ -136,6 +145,8 @@ def fit(model, loss_fn, optimizer, train: Split, dev: Split | None = None, *, ep
             if stop:
                 break
     finally:
+        if batches is not None:
+            batches.close()         # stops the loader's threads when training ends inside an epoch
         if bar is not None:
             bar.close()
     return history
@@ -152,12 +163,6 @@ def _save(directory, model, optimizer, backend, history, epoch, stopped, early_s
         meta["early_stopping"] = early_stopping.state()
         arrays.update({BEST_PREFIX + k: v for k, v in early_stopping.best_weights.items()})
     checkpoint.save(directory, model, optimizer, meta, arrays)
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """The shuffling seed of an epoch: a function of (seed, epoch) alone, so a resumed run
-    sees exactly the batches an uninterrupted one would."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
 def _progress_bar(enabled: bool, total: int):

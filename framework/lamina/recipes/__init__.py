@@ -123,13 +123,17 @@ class Recipe:
     # ---- building -------------------------------------------------------------------------
     def load_data(self):
         """The dataset, with a training-dev split carved out of train if `train_dev` is set
-        (a count or a fraction of the training set, §3.8)."""
+        (a count or a fraction of the training set, §3.8), and the training split's `augment`
+        built from the `augment` list of registered augmentations (§4.12) when given."""
+        from ..augment import from_config
         from ..data import with_train_dev
 
-        options = {k: v for k, v in self.data.items() if k not in ("dataset", "normalize", "train_dev")}
+        options = {k: v for k, v in self.data.items() if k not in ("dataset", "normalize", "train_dev", "augment")}
         dataset = _construct("datasets", self.data["dataset"], options, f"recipe {self.name!r} [data]")
         if self.data.get("train_dev") is not None:
             dataset = with_train_dev(dataset, self.data["train_dev"], seed=self.training["seed"])
+        if self.data.get("augment"):
+            dataset.train.augment = from_config(self.data["augment"], f"recipe {self.name!r} [data] augment")
         return dataset
 
     @property
