@@ -289,9 +289,9 @@ def _image(where: str, name: str, x) -> np.ndarray:
     return x
 
 
-class _Frozen:
-    """Inference mode for a network during the optimisation: eval mode and no parameter gradients,
-    restored afterwards."""
+class frozen:
+    """`with frozen(network):` inference use of a network: eval mode and no parameter gradients
+    (so backpropagation reaches the input only), both restored afterwards."""
 
     def __init__(self, network):
         self.network = network
@@ -302,6 +302,7 @@ class _Frozen:
         self.network.eval()
         for p, _ in self.flags:
             p.requires_grad = False
+        return self.network
 
     def __exit__(self, *exc):
         for p, flag in self.flags:
@@ -368,7 +369,7 @@ def style_transfer(content, style, network, content_layer, style_layers, alpha: 
 
     rng = np.random.default_rng(seed)
     G = Parameter(np.clip(init_noise * rng.uniform(0.0, 1.0, C.shape) + (1.0 - init_noise) * C, 0.0, 1.0))
-    with _Frozen(network):
+    with frozen(network):
         with no_grad():
             a_C = features(Tensor(C, dtype=G.dtype))[content_layer]
             feats_S = features(Tensor(S, dtype=G.dtype))
