@@ -145,3 +145,98 @@ def test_training_the_head_on_cached_features_equals_training_with_a_frozen_trun
     assert not np.allclose(full.state_dict()["2.W"], _model(2, seed=5).state_dict()["2.W"])   # it trained
     for name in ("0.W", "1.W"):
         np.testing.assert_array_equal(full.state_dict()[name], pretrained.state_dict()[name])
+
+
+# ---- §4.11: a new softmax head on a CNN trunk, and fine-tuning the last k layers -------------------------
+from lamina.transfer import replace_head, unfreeze_last  # noqa: E402
+
+
+def _cnn(seed=0):
+    lm.manual_seed(seed)
+    return lm.models.lenet5((16, 16, 1), num_classes=10, variant="modern")   # conv pool conv pool flatten fc fc fc
+
+
+def test_replace_head_keeps_the_trunk_frozen_and_adds_a_head_sized_from_it(float64):
+    pretrained = _cnn()
+    model = replace_head(pretrained, 3)
+    assert len(model) == len(pretrained)
+    assert all(model[i] is pretrained[i] for i in range(len(model) - 1))          # shared, not copied
+    head = model[-1]
+    assert isinstance(head, lm.nn.Dense) and (head.n_in, head.n_out) == (84, 3) and head.activation is None
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["7.W", "7.b"]
+    X = np.random.default_rng(0).standard_normal((4, 16, 16, 1))
+    trunk, _ = split_model(model, head_layers=1)
+    features = predict(trunk, X)
+    np.testing.assert_allclose(predict(model, X), features @ head.W.numpy() + head.b.numpy(), rtol=1e-12)
+    same = replace_head(_cnn(), 3, input_shape=(16, 16, 1))                        # width from the shapes
+    assert same[-1].n_in == 84
+
+
+def test_replace_head_redesigns_several_layers_and_can_leave_the_trunk_trainable(float64):
+    model = replace_head(_cnn(), 4, head_layers=3, hidden=(32,), activation="tanh", input_shape=(16, 16, 1),
+                         freeze_trunk=False, name="digits_transfer")
+    assert model.name == "digits_transfer" and len(model) == 7
+    first, last = model[5], model[6]
+    assert (first.n_in, first.n_out, first.activation_name) == (16, 32, "tanh")    # Flatten of 1x1x16
+    assert (last.n_in, last.n_out, last.activation_name) == (32, 4, None)
+    assert all(p.requires_grad for p in model.parameters())
+    assert predict(model, np.zeros((2, 16, 16, 1))).shape == (2, 4)
+
+
+def test_training_after_replace_head_changes_only_the_head(float64):
+    model = replace_head(_cnn(), 2)
+    before = model.state_dict()
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((40, 16, 16, 1))
+    y = (X[:, :8].mean(axis=(1, 2, 3)) > X[:, 8:].mean(axis=(1, 2, 3))).astype(np.int64)
+    fit(model, lm.losses.SoftmaxCrossEntropy(), lm.optim.Adam(model.parameters(), lr=0.01), Split(X, y), epochs=2,
+        batch_size=10, progress=False)
+    after = model.state_dict()
+    for name in before:
+        changed = not np.array_equal(before[name], after[name])
+        assert changed == name.startswith("7."), name
+
+
+def test_unfreeze_last_counts_only_layers_with_parameters(float64):
+    model = _cnn()                                          # parameters in layers 0, 2, 5, 6, 7
+    assert unfreeze_last(model, 2) == ["6.W", "6.b", "7.W", "7.b"]
+    assert unfreeze_last(model, 3) == ["5.W", "5.b", "6.W", "6.b", "7.W", "7.b"]
+    assert unfreeze_last(model, 4)[:2] == ["2.W", "2.b"]
+    assert unfreeze_last(model, 0) == []
+    assert model.num_parameters(trainable_only=True) == 0
+    assert len(unfreeze_last(model, 5)) == len(list(model.named_parameters()))
+    with pytest.raises(LaminaError, match=r"unfreeze_last: k must be an integer between 0 and 5 \(the layers of "
+                                          r"'lenet5' with parameters\), got 6"):
+        unfreeze_last(model, 6)
+
+
+def test_unfreeze_last_keeps_batch_norm_running_averages_untrained_and_fine_tunes_only_those_layers(float64):
+    lm.manual_seed(0)
+    model = lm.nn.Sequential(lm.nn.Conv2D(1, 4, 3, padding="same"), lm.nn.BatchNorm(4), lm.nn.ReLU(),
+                             lm.nn.GlobalAvgPool2D(), lm.nn.Dense(4, 2))
+    trainable = unfreeze_last(model, 2)
+    assert trainable == ["1.gamma", "1.beta", "4.W", "4.b"]          # not BatchNorm's running averages
+    before = model.state_dict()
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((24, 5, 5, 1))
+    fit(model, lm.losses.SoftmaxCrossEntropy(), lm.optim.SGD(model.parameters(), lr=0.1),
+        Split(X, (X.mean(axis=(1, 2, 3)) > 0).astype(np.int64)), epochs=1, batch_size=8, progress=False)
+    after = model.state_dict()
+    assert np.array_equal(before["0.W"], after["0.W"]) and np.array_equal(before["0.b"], after["0.b"])
+    assert not np.array_equal(before["4.W"], after["4.W"])
+
+
+def test_replace_head_errors():
+    model = _cnn()
+    with pytest.raises(LaminaError, match="replace_head: head_layers must be between 1 and 7 for a model of 8 "
+                                          "layers, got 8"):
+        replace_head(model, 3, head_layers=8)
+    with pytest.raises(LaminaError, match="replace_head: num_classes must be a positive integer, got 0"):
+        replace_head(model, 0)
+    with pytest.raises(LaminaError, match=r"replace_head: the trunk gives outputs of shape \(None, 1, 1, 16\), not "
+                                          r"\(m, features\)"):
+        replace_head(model, 3, head_layers=4, input_shape=(16, 16, 1))
+    with pytest.raises(LaminaError, match="replace_head: cannot tell the trunk's output width from 'flatten_4' "
+                                          r"\(it has no n_in\); pass input_shape"):
+        replace_head(model, 3, head_layers=4)

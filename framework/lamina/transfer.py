@@ -1,5 +1,6 @@
-"""Transfer learning (§3.9): start from a pre-trained model's weights, swap the head, freeze the
-trunk, and train the head fast on the trunk's outputs computed once and cached on disk.
+"""Transfer learning (§3.9, §4.11): start from a pre-trained model's weights, swap the head, freeze the
+trunk, and train the head fast on the trunk's outputs computed once and cached on disk; with more
+data, fine-tune the last few layers too (`replace_head`, `unfreeze_last`).
 
     import lamina.transfer as tr
     report = tr.load_matching(model, "runs/pretrained/checkpoint")   # the head's shapes differ: skipped
@@ -123,6 +124,68 @@ def split_model(model, head_layers: int = 1):
                           f"{len(layers)} layers, got {head_layers}")
     return (Sequential(*layers[:-head_layers], name=f"{model.name}_trunk"),
             Sequential(*layers[-head_layers:], name=f"{model.name}_head"))
+
+
+def _features_out(layers, input_shape) -> int:
+    shape = (None,) + tuple(input_shape)
+    for layer in layers:
+        shape = layer.output_shape(shape)
+    if len(shape) != 2 or shape[1] is None:
+        raise LaminaError(f"replace_head: the trunk gives outputs of shape {shape}, not (m, features); end it with "
+                          f"a Flatten or a global pooling layer, or keep more layers in the head")
+    return int(shape[1])
+
+
+def replace_head(model, num_classes: int, *, head_layers: int = 1, hidden: Iterable[int] = (),
+                 activation: str = "relu", input_shape=None, freeze_trunk: bool = True, name: str | None = None):
+    """A new model: `model`'s layers except the last `head_layers` (the trunk, shared, not copied),
+    then a new head Dense(n, h_1) → … → Dense(h_k, num_classes) giving the logits of a softmax over
+    the new classes (§4.11; the softmax lives in the loss: softmax_cross_entropy). n is the trunk's
+    output width: from `input_shape` (one example, e.g. (224, 224, 3)) through the trunk's output
+    shapes when given, else the `n_in` of the first removed layer. `hidden` widths re-design the
+    head (with `activation`); `freeze_trunk` freezes the trunk's parameters."""
+    from .nn import Dense, Sequential
+
+    layers = list(_sublayers(model).values())
+    if not 1 <= head_layers < len(layers):
+        raise LaminaError(f"replace_head: head_layers must be between 1 and {len(layers) - 1} for a model of "
+                          f"{len(layers)} layers, got {head_layers}")
+    if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool) or num_classes < 1:
+        raise LaminaError(f"replace_head: num_classes must be a positive integer, got {num_classes!r}")
+    trunk, old_head = layers[:-head_layers], layers[-head_layers:]
+    if input_shape is not None:
+        n = _features_out(trunk, input_shape)
+    elif getattr(old_head[0], "n_in", None) is not None:
+        n = int(old_head[0].n_in)
+    else:
+        raise LaminaError(f"replace_head: cannot tell the trunk's output width from {old_head[0].name!r} (it has no "
+                          f"n_in); pass input_shape, the shape of one example")
+    widths = [n, *(int(h) for h in hidden), int(num_classes)]
+    head = [Dense(a, b, activation=activation if i < len(widths) - 2 else None)
+            for i, (a, b) in enumerate(zip(widths, widths[1:]))]
+    new = Sequential(*trunk, *head, name=name or model.name)
+    if freeze_trunk:
+        freeze(new, range(len(trunk)))
+    return new
+
+
+def unfreeze_last(model, k: int) -> list[str]:
+    """Fine-tune the last `k` layers that have trainable parameters and freeze every other layer
+    (§4.11: the more data, the fewer layers frozen; k = 0 freezes everything). Layers without
+    parameters (pooling, Flatten, activations) are not counted. Returns the names of the parameters
+    left trainable."""
+    children = _sublayers(model)
+    with_params = [key for key, layer in children.items() if any(True for _ in layer.named_parameters())]
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 0 <= k <= len(with_params):
+        raise LaminaError(f"unfreeze_last: k must be an integer between 0 and {len(with_params)} (the layers of "
+                          f"{model.name!r} with parameters), got {k!r}")
+    trained = set(with_params[len(with_params) - k:])
+    for key, layer in children.items():
+        if key in trained:
+            layer.unfreeze()
+        else:
+            layer.freeze()
+    return [name for name, p in model.named_parameters() if p.requires_grad]
 
 
 CACHE_FORMAT = "lamina-features-1"
