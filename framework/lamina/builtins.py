@@ -2,7 +2,7 @@
 same hooks that installed plugins use."""
 from __future__ import annotations
 
-from . import datasets, functional, init, losses, metrics, optim, schedules
+from . import augment, datasets, functional, init, losses, metrics, optim, schedules
 from .hookspecs import hookimpl
 from .nn import BatchNorm, Dropout
 from .nn.conv import CONV_LAYERS
@@ -31,6 +31,8 @@ def lamina_register_components(register):
                           ("initializers", init.INITIALIZERS), ("regularizers", REGULARIZERS)):
         for cls in classes:
             register(kind, cls.name, cls)
+    for cls in augment.AUGMENTATIONS:
+        register("augmentations", cls.name, cls)
     for name, loader in datasets.DATASETS.items():
         register("datasets", name, loader)
     from .recipes import builtin_recipes
