@@ -98,5 +98,35 @@ def local_response_norm(x, size: int = 5, alpha: float = 1e-4, beta: float = 0.7
     return call("local_response_norm", _t(x), size=size, alpha=alpha, beta=beta, k=k)
 
 
+def _sequence_op(name, x, inputs, mask, returns, **attrs):
+    from .ops.recurrent import split_returns
+
+    out = call(name, _t(x), *[_t(i) for i in inputs if i is not None], mask=mask, returns=returns, **attrs)
+    return out if returns == "sequence" else split_returns(out, returns, x.shape[1])
+
+
+def rnn(x, a0, W_ax, W_aa, b_a, mask=None, returns: str = "sequence"):
+    """a<t> = tanh(a<t-1>·W_aa + x<t>·W_ax + b_a) over x (m, T_x, n_x). returns="sequence": every a<t>
+    (m, T_x, n_a); "state" or "both": (sequence or None, [a<T_x>]). mask (m, T_x): padded steps carry the state."""
+    return _sequence_op("rnn", x, (a0, W_ax, W_aa, b_a), mask, returns)
+
+
+def gru(x, a0, W_x, W_a, b_x, b_a, reset_after: bool = True, mask=None, returns: str = "sequence"):
+    """a<t> = Γ_u*c̃ + (1 − Γ_u)*a<t-1> (gate columns [r | u | c̃]; see lamina.ops.recurrent.gru for c̃ with and
+    without reset_after). Returns as `rnn`."""
+    return _sequence_op("gru", x, (a0, W_x, W_a, b_x, b_a), mask, returns, reset_after=bool(reset_after))
+
+
+def lstm(x, a0, c0, W_x, W_a, b, P=None, mask=None, returns: str = "sequence"):
+    """c<t> = Γ_u*c̃ + Γ_f*c<t-1>, a<t> = Γ_o*tanh(c<t>) (gate columns [u | f | o | c̃], optional peepholes
+    P (3, n_a)). Returns as `rnn`, the states being [a<T_x>, c<T_x>]."""
+    return _sequence_op("lstm", x, (a0, c0, W_x, W_a, b, P), mask, returns)
+
+
+def embedding(indices, E) -> Tensor:
+    """e = E[indices]: (…) integer indices into E (V, d) -> (…, d); the gradient adds into the rows used."""
+    return call("embedding", _t(indices), _t(E))
+
+
 ACTIVATIONS = {"sigmoid": sigmoid, "tanh": tanh, "relu": relu, "leaky_relu": leaky_relu, "softmax": softmax,
                "log_softmax": log_softmax}
