@@ -8,6 +8,7 @@ from .nn import BatchNorm, Dropout
 from .nn.conv import CONV_LAYERS
 from .nn.core import LAYERS
 from .nn.residual import ResidualBlock
+from .nn.inception import AdaptiveAvgPool2D, InceptionModule
 from .nn.lrn import LocalResponseNorm
 from .ops import CORE_OPS
 from .regularizers import REGULARIZERS
@@ -24,7 +25,8 @@ def lamina_register_components(register):
     for name, fn in functional.ACTIVATIONS.items():
         register("activations", name, fn)
     for name, layer in {**LAYERS, **CONV_LAYERS, "dropout": Dropout, "batch_norm": BatchNorm,
-                        "residual_block": ResidualBlock, "local_response_norm": LocalResponseNorm}.items():
+                        "residual_block": ResidualBlock, "local_response_norm": LocalResponseNorm,
+                        "inception": InceptionModule, "adaptive_avg_pool2d": AdaptiveAvgPool2D}.items():
         register("layers", name, layer)
     for kind, classes in (("losses", losses.LOSSES), ("metrics", metrics.METRICS),
                           ("optimizers", optim.OPTIMIZERS), ("schedules", schedules.SCHEDULES),

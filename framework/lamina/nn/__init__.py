@@ -3,6 +3,7 @@ from .batchnorm import BatchNorm
 from .conv import AvgPool2D, Conv2D, Flatten, GlobalAvgPool2D, MaxPool2D
 from .core import Activation, Dense, LeakyReLU, ReLU, Sequential, Sigmoid, Softmax, Tanh
 from .dropout import Dropout
+from .inception import AdaptiveAvgPool2D, ConvUnit, InceptionModule
 from .layer import Layer
 from .lrn import LocalResponseNorm
 from .residual import ResidualBlock
@@ -10,4 +11,4 @@ from .sliding import dense_head_to_conv
 
 __all__ = ["Layer", "Dense", "Sequential", "Activation", "ReLU", "Sigmoid", "Tanh", "LeakyReLU", "Softmax", "Dropout",
            "BatchNorm", "Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "Flatten",
-           "ResidualBlock", "LocalResponseNorm", "dense_head_to_conv"]
+           "ResidualBlock", "LocalResponseNorm", "InceptionModule", "ConvUnit", "AdaptiveAvgPool2D", "dense_head_to_conv"]
