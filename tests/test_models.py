@@ -8,6 +8,7 @@ ResNets also count those running averages.
 """
 import numpy as np
 import pytest
+import torch
 
 import lamina as lm
 from lamina import models
@@ -95,3 +96,241 @@ def test_lenet5_modern_learns_digits():
         opt.step()
         losses.append(float(loss.numpy()))
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+# ---- GoogLeNet (§4.10) ---------------------------------------------------------------------------------
+# torchvision.models.googlenet's trainable parameter counts (its docs' num_params for aux_logits=False; the
+# side branches add 2 × (1×1 conv 128 with BN + FC 2048->1024 + FC 1024->1000) = 6,379,984)
+GOOGLENET_TORCHVISION = {False: 6_624_904, True: 13_004_888}
+
+
+def _paper_googlenet_count(num_classes, aux_logits):
+    """Szegedy et al. 2014, Table 1, layer by layer: weights + one bias per output channel, no BN."""
+    def conv(f, c_in, c_out):
+        return f * f * c_in * c_out + c_out
+
+    def dense(n_in, n_out):
+        return n_in * n_out + n_out
+
+    total = conv(7, 3, 64) + conv(1, 64, 64) + conv(3, 64, 192)          # conv 7×7/2; conv 3×3 (reduce 64)
+    n_in = 192
+    for n_1x1, r3, n_3x3, r5, n_5x5, proj in [(64, 96, 128, 16, 32, 32), (128, 128, 192, 32, 96, 64),
+                                              (192, 96, 208, 16, 48, 64), (160, 112, 224, 24, 64, 64),
+                                              (128, 128, 256, 24, 64, 64), (112, 144, 288, 32, 64, 64),
+                                              (256, 160, 320, 32, 128, 128), (256, 160, 320, 32, 128, 128),
+                                              (384, 192, 384, 48, 128, 128)]:
+        total += (conv(1, n_in, n_1x1) + conv(1, n_in, r3) + conv(3, r3, n_3x3) + conv(1, n_in, r5)
+                  + conv(5, r5, n_5x5) + conv(1, n_in, proj))
+        n_in = n_1x1 + n_3x3 + n_5x5 + proj
+    total += dense(1024, num_classes)
+    if aux_logits:      # 4a (512 channels) and 4d (528): 5×5/3 avg pool -> 4×4 at 224, 1×1 conv 128, FC 1024, FC
+        total += sum(conv(1, c, 128) + dense(4 * 4 * 128, 1024) + dense(1024, num_classes) for c in (512, 528))
+    return total
+
+
+@pytest.mark.parametrize("aux_logits", [False, True])
+@pytest.mark.parametrize("variant", ["torchvision", "paper"])
+def test_googlenet_parameter_counts(variant, aux_logits):
+    model = models.googlenet(input_shape=(224, 224, 3), num_classes=1000, aux_logits=aux_logits, variant=variant)
+    expected = (GOOGLENET_TORCHVISION[aux_logits] if variant == "torchvision"
+                else _paper_googlenet_count(1000, aux_logits))
+    assert model.num_parameters(trainable_only=True) == expected
+    bn = [layer for _, layer in _walk(model) if isinstance(layer, lm.nn.BatchNorm)]
+    assert model.num_parameters() == expected + sum(2 * b.num_features for b in bn)
+    assert (len(bn) > 0) == (variant == "torchvision")
+    assert model.output_shape((None, 224, 224, 3)) == (None, 1000)
+    text = model.summary((224, 224, 3), print_fn=None)
+    assert f"Trainable params: {expected:,}" in text
+    for row in ["(None, 112, 112, 64)", "(None, 28, 28, 256)", "(None, 14, 14, 512)", "(None, 7, 7, 1024)"]:
+        assert row in text
+    assert ("on inception4d's output, training only" in text) == aux_logits
+    lrn = [layer for _, layer in _walk(model) if isinstance(layer, lm.nn.LocalResponseNorm)]
+    assert len(lrn) == (2 if variant == "paper" else 0)
+    f_wide = {layer.f_5x5 for _, layer in _walk(model) if isinstance(layer, lm.nn.InceptionModule)}
+    assert f_wide == ({3} if variant == "torchvision" else {5})
+
+
+def _walk(layer, prefix=""):
+    for key, child in layer._layers.items():
+        yield prefix + key, child
+        yield from _walk(child, prefix + key + ".")
+
+
+def test_googlenet_paper_count_is_not_the_torchvision_count_at_other_class_numbers():
+    for classes in (10, 37):
+        assert (models.googlenet(num_classes=classes, variant="paper").num_parameters()
+                == _paper_googlenet_count(classes, True))
+        # each class adds one row to the main FC and to both side-branch FCs: 3·(1024 + 1) per class
+        assert (models.googlenet(num_classes=classes).num_parameters(trainable_only=True)
+                == GOOGLENET_TORCHVISION[True] - (1000 - classes) * 3 * 1025)
+
+
+def test_googlenet_small_input_trains_with_side_branches_and_evaluates_without():
+    lm.manual_seed(0)
+    model = models.googlenet(input_shape=(64, 64, 3), num_classes=5)
+    rng = np.random.default_rng(0)
+    x = lm.tensor(rng.standard_normal((2, 64, 64, 3)).astype(np.float32))
+    y = lm.tensor(np.array([1, 3]))
+    out = model(x)
+    assert isinstance(out, models.GoogLeNetOutputs)
+    assert [tuple(o.shape) for o in out] == [(2, 5)] * 3
+    loss_fn = models.AuxiliaryLoss()
+    loss = loss_fn(out, y)
+    plain = lm.functional.softmax_cross_entropy
+    expected = float(plain(out.logits, y).numpy()) + 0.3 * (float(plain(out.aux_logits1, y).numpy())
+                                                            + float(plain(out.aux_logits2, y).numpy()))
+    assert float(loss.numpy()) == pytest.approx(expected, rel=1e-6)
+    model.zero_grad()
+    loss.backward()
+    for name in ("conv1.conv.W", "inception5b.branch3.1.conv.W", "fc.W", "aux1.fc2.W", "aux2.conv.conv.W"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and np.any(grad.numpy() != 0), name
+    model.eval()
+    with lm.no_grad():
+        logits = model(x)
+    assert isinstance(logits, lm.Tensor) and tuple(logits.shape) == (2, 5)
+    assert np.all(np.isfinite(logits.numpy()))
+    assert float(loss_fn(logits, y).numpy()) == pytest.approx(float(plain(logits, y).numpy()))
+    no_aux = models.googlenet(input_shape=(64, 64, 3), num_classes=5, aux_logits=False)
+    assert isinstance(no_aux(x), lm.Tensor) and not hasattr(no_aux, "aux1")
+
+
+def test_googlenet_paper_variant_forward_and_errors():
+    lm.manual_seed(0)
+    model = models.googlenet(input_shape=(80, 80, 3), num_classes=4, variant="paper")
+    x = lm.tensor(np.random.default_rng(1).standard_normal((1, 80, 80, 3)).astype(np.float32))
+    out = model(x)
+    assert [tuple(o.shape) for o in out] == [(1, 4)] * 3
+    assert model.aux1.fc1.n_in == 128              # 4a's 5×5 map pooled 5×5/3 -> 1×1×128
+    with pytest.raises(lm.errors.ShapeError, match=r"side branch aux1 .* 4×4 for input_shape \(64, 64, 3\)"):
+        models.googlenet(input_shape=(64, 64, 3), variant="paper")
+    assert models.googlenet(input_shape=(64, 64, 3), variant="paper", aux_logits=False).output_shape(
+        (None, 64, 64, 3)) == (None, 1000)
+    with pytest.raises(lm.errors.LaminaError, match=r"variant must be 'torchvision' or 'paper', got 'v3'"):
+        models.googlenet(variant="v3")
+    with pytest.raises(lm.errors.LaminaError, match=r"aux_weight must be ≥ 0, got -1"):
+        models.AuxiliaryLoss(aux_weight=-1)
+
+
+def _torchvision_googlenet(num_classes):
+    """torchvision/models/googlenet.py (v0.2x), written out: torchvision is not installable here."""
+    nn = torch.nn
+
+    class BasicConv2d(nn.Module):
+        def __init__(self, c_in, c_out, **kw):
+            super().__init__()
+            self.conv = nn.Conv2d(c_in, c_out, bias=False, **kw)
+            self.bn = nn.BatchNorm2d(c_out, eps=0.001)
+
+        def forward(self, x):
+            return torch.relu(self.bn(self.conv(x)))
+
+    class Inception(nn.Module):
+        def __init__(self, c_in, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj):
+            super().__init__()
+            self.branch1 = BasicConv2d(c_in, ch1x1, kernel_size=1)
+            self.branch2 = nn.Sequential(BasicConv2d(c_in, ch3x3red, kernel_size=1),
+                                         BasicConv2d(ch3x3red, ch3x3, kernel_size=3, padding=1))
+            self.branch3 = nn.Sequential(BasicConv2d(c_in, ch5x5red, kernel_size=1),
+                                         BasicConv2d(ch5x5red, ch5x5, kernel_size=3, padding=1))
+            self.branch4 = nn.Sequential(nn.MaxPool2d(kernel_size=3, stride=1, padding=1, ceil_mode=True),
+                                         BasicConv2d(c_in, pool_proj, kernel_size=1))
+
+        def forward(self, x):
+            return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+
+    class InceptionAux(nn.Module):
+        def __init__(self, c_in, num_classes):
+            super().__init__()
+            self.conv = BasicConv2d(c_in, 128, kernel_size=1)
+            self.fc1 = nn.Linear(2048, 1024)
+            self.fc2 = nn.Linear(1024, num_classes)
+            self.dropout = nn.Dropout(p=0.7)
+
+        def forward(self, x):
+            x = self.conv(torch.nn.functional.adaptive_avg_pool2d(x, (4, 4)))
+            return self.fc2(self.dropout(torch.relu(self.fc1(torch.flatten(x, 1)))))
+
+    class GoogLeNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = BasicConv2d(3, 64, kernel_size=7, stride=2, padding=3)
+            self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+            self.conv2 = BasicConv2d(64, 64, kernel_size=1)
+            self.conv3 = BasicConv2d(64, 192, kernel_size=3, padding=1)
+            self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+            self.inception3a = Inception(192, 64, 96, 128, 16, 32, 32)
+            self.inception3b = Inception(256, 128, 128, 192, 32, 96, 64)
+            self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+            self.inception4a = Inception(480, 192, 96, 208, 16, 48, 64)
+            self.inception4b = Inception(512, 160, 112, 224, 24, 64, 64)
+            self.inception4c = Inception(512, 128, 128, 256, 24, 64, 64)
+            self.inception4d = Inception(512, 112, 144, 288, 32, 64, 64)
+            self.inception4e = Inception(528, 256, 160, 320, 32, 128, 128)
+            self.maxpool4 = nn.MaxPool2d(2, stride=2, ceil_mode=True)
+            self.inception5a = Inception(832, 256, 160, 320, 32, 128, 128)
+            self.inception5b = Inception(832, 384, 192, 384, 48, 128, 128)
+            self.aux1 = InceptionAux(512, num_classes)
+            self.aux2 = InceptionAux(528, num_classes)
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.dropout = nn.Dropout(p=0.2)
+            self.fc = nn.Linear(1024, num_classes)
+
+        def forward(self, x):
+            for name in ["conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a", "inception3b",
+                         "maxpool3", "inception4a", "inception4b", "inception4c", "inception4d", "inception4e",
+                         "maxpool4", "inception5a", "inception5b", "avgpool"]:
+                x = getattr(self, name)(x)
+            return self.fc(self.dropout(torch.flatten(x, 1)))
+
+    return GoogLeNet().double()
+
+
+def _to_torch(model, net):
+    """Copy every Lamina parameter into the torch net: HWIO -> OIHW, (n_in, n_out) -> (n_out, n_in); the side
+    branches' first FC also reorders its inputs from NHWC-flattened (h, w, c) to NCHW-flattened (c, h, w)."""
+    suffix = {"W": "weight", "b": "bias", "gamma": "weight", "beta": "bias", "running_mean": "running_mean",
+              "running_var": "running_var"}
+    state = {}
+    for name, p in model.named_parameters():
+        head, last = name.rsplit(".", 1)
+        a = p.numpy()
+        if a.ndim == 4:
+            a = a.transpose(3, 2, 0, 1)
+        elif a.ndim == 2 and head.endswith(("aux1.fc1", "aux2.fc1")):
+            a = a.reshape(4, 4, 128, 1024).transpose(3, 2, 0, 1).reshape(1024, 2048)
+        elif a.ndim == 2:
+            a = a.T
+        state[f"{head}.{suffix[last]}"] = torch.from_numpy(a.copy())
+    result = net.load_state_dict(state, strict=False)
+    assert not result.unexpected_keys
+    assert all(key.endswith("num_batches_tracked") for key in result.missing_keys), result.missing_keys
+
+
+def test_googlenet_torchvision_variant_matches_torchvisions_network():
+    """Every weight copied into torchvision's GoogLeNet: the same logits in eval mode (non-trivial BN running
+    statistics), and the same side-branch outputs on a 4a-sized map."""
+    rng = np.random.default_rng(7)
+    with lm.set_default_dtype("float64"):
+        lm.manual_seed(7)
+        model = models.googlenet(input_shape=(64, 64, 3), num_classes=6)
+        for name, p in model.named_parameters():
+            if name.endswith(("running_mean", "beta")):
+                p.data = p.backend.asarray(rng.normal(0, 0.1, p.shape), p.dtype)
+            elif name.endswith(("running_var", "gamma")):
+                p.data = p.backend.asarray(rng.uniform(0.5, 1.5, p.shape), p.dtype)
+        net = _torchvision_googlenet(6)
+        _to_torch(model, net)
+        assert model.num_parameters(trainable_only=True) == sum(p.numel() for p in net.parameters())
+        model.eval()
+        net.eval()
+        x = rng.standard_normal((2, 64, 64, 3))
+        feature = rng.standard_normal((2, 6, 5, 512))
+        with lm.no_grad():
+            logits = model(lm.tensor(x)).numpy()
+            aux1 = model.aux1(lm.tensor(feature)).numpy()
+    with torch.no_grad():
+        want = net(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+        want_aux1 = net.aux1(torch.from_numpy(feature.transpose(0, 3, 1, 2).copy())).numpy()
+    np.testing.assert_allclose(logits, want, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(aux1, want_aux1, rtol=1e-9, atol=1e-9)

@@ -1,20 +1,28 @@
-"""Classic CNN architectures (§4.7–4.8) as `Sequential` models on NHWC images (`lamina.models`).
+"""Classic CNN architectures (§4.7–4.10) on NHWC images (`lamina.models`): `Sequential` models, and
+GoogLeNet as a `GoogLeNet` layer (its side branches make it more than a chain).
 
-Every builder takes `input_shape=(H, W, C)` and `num_classes` and returns a `Sequential` whose
+Every builder takes `input_shape=(H, W, C)` and `num_classes` and returns a model whose
 `summary(input_shape)` lists each layer's output shape. For 224×224×3 inputs and 1000 classes the
 trainable parameter counts (`num_parameters(trainable_only=True)`, i.e. without BatchNorm's running
 averages, which torchvision keeps as buffers) equal torchvision's: VGG-16 138,357,544, AlexNet
-61,100,840, ResNet-18 11,689,512, ResNet-34 21,797,672, ResNet-50 25,557,032. Layouts follow
+61,100,840, ResNet-18 11,689,512, ResNet-34 21,797,672, ResNet-50 25,557,032, GoogLeNet 6,624,904
+(13,004,888 with its side branches). Layouts follow
 torchvision's; Flatten flattens in NHWC order (torchvision flattens NCHW), which changes the
 order of the first Dense layer's rows but not the architecture. The final layer gives logits (no
 softmax): pair it with a softmax cross-entropy loss.
 """
 from __future__ import annotations
 
-from .nn import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU,
-                 ResidualBlock, Sequential, Tanh)
+from typing import NamedTuple
 
-__all__ = ["lenet5", "alexnet", "vgg16", "resnet18", "resnet34", "resnet50"]
+from .errors import LaminaError, ShapeError
+from .losses import Loss, SoftmaxCrossEntropy
+from .nn import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, InceptionModule, Layer,
+                 LocalResponseNorm, MaxPool2D, ReLU, ResidualBlock, Sequential, Tanh)
+from .nn.inception import ConvUnit, InceptionAux
+
+__all__ = ["lenet5", "alexnet", "vgg16", "resnet18", "resnet34", "resnet50", "googlenet", "GoogLeNet",
+           "GoogLeNetOutputs", "AuxiliaryLoss"]
 
 
 def _flat(layers_before, input_shape) -> int:
@@ -113,3 +121,182 @@ def resnet50(input_shape=(224, 224, 3), num_classes: int = 1000) -> Sequential:
     """ResNet-50: as resnet18 with bottleneck blocks (1×1, 3×3, 1×1, expansion 4; the stride on the 3×3
     convolution as torchvision's v1.5) [3, 4, 6, 3]. 25,557,032 trainable parameters."""
     return _resnet("resnet50", "bottleneck", (3, 4, 6, 3), input_shape, num_classes)
+
+
+# ---- GoogLeNet (§4.10) ---------------------------------------------------------------------------------
+#: Table 1 of Szegedy et al. 2014 (torchvision's too): n_1x1, n_3x3_reduce, n_3x3, n_5x5_reduce, n_5x5, pool_proj
+INCEPTION_WIDTHS = {
+    "inception3a": (64, 96, 128, 16, 32, 32), "inception3b": (128, 128, 192, 32, 96, 64),
+    "inception4a": (192, 96, 208, 16, 48, 64), "inception4b": (160, 112, 224, 24, 64, 64),
+    "inception4c": (128, 128, 256, 24, 64, 64), "inception4d": (112, 144, 288, 32, 64, 64),
+    "inception4e": (256, 160, 320, 32, 128, 128), "inception5a": (256, 160, 320, 32, 128, 128),
+    "inception5b": (384, 192, 384, 48, 128, 128),
+}
+#: the side branches and the module whose output each reads
+AUX_TAPS = {"aux1": "inception4a", "aux2": "inception4d"}
+
+
+class GoogLeNetOutputs(NamedTuple):
+    """What GoogLeNet returns in training mode with side branches (torchvision's order)."""
+
+    logits: object
+    aux_logits2: object
+    aux_logits1: object
+
+
+class AuxiliaryLoss(Loss):
+    """J = L(logits) + aux_weight·(L(aux_logits1) + L(aux_logits2)) for a `GoogLeNetOutputs` (training with
+    side branches; aux_weight = 0.3 as Szegedy et al.), and plain J = L(outputs) for a tensor (eval mode,
+    or a model without side branches). `loss` defaults to softmax cross-entropy on logits. Pass it to
+    `lamina.training.fit` as the loss of a GoogLeNet with aux_logits=True."""
+
+    name, expects = "auxiliary", "logits"
+
+    def __init__(self, loss: Loss | None = None, aux_weight: float = 0.3):
+        if not aux_weight >= 0:
+            raise LaminaError(f"AuxiliaryLoss: aux_weight must be ≥ 0, got {aux_weight!r}")
+        self.loss = loss if loss is not None else SoftmaxCrossEntropy()
+        self.aux_weight = float(aux_weight)
+
+    def __call__(self, outputs, targets):
+        if not isinstance(outputs, GoogLeNetOutputs):
+            return self.loss(outputs, targets)
+        return self.loss(outputs.logits, targets) + self.aux_weight * (
+            self.loss(outputs.aux_logits1, targets) + self.loss(outputs.aux_logits2, targets))
+
+    def __repr__(self) -> str:
+        return f"AuxiliaryLoss({self.loss!r}, aux_weight={self.aux_weight})"
+
+
+class SideBranch(Layer):
+    """GoogLeNet.summary's row for a side branch: its output shape from the tapped module's output shape,
+    whatever row precedes it in the table."""
+
+    def __init__(self, head: Layer, tap: str, tap_shape):
+        super().__init__(head.name)
+        self.head, self.tap, self.tap_shape = head, tap, tap_shape
+
+    def output_shape(self, input_shape):
+        return self.head.output_shape(self.tap_shape) if self.tap_shape is not None else None
+
+    def describe(self) -> str:
+        return f"{type(self.head).__name__} {self.head.describe()}, on {self.tap}'s output, training only"
+
+
+class GoogLeNet(Layer):
+    """GoogLeNet / Inception v1 (Szegedy et al. 2014, "Going deeper with convolutions"; §4.10) on NHWC images:
+
+        stem → inception 3a, 3b → max pool → 4a … 4e → max pool → 5a, 5b → global average pool → dropout → FC
+
+    with side branches (`InceptionAux`) on the outputs of 4a and 4d. In training mode with `aux_logits`,
+    calling it returns `GoogLeNetOutputs(logits, aux_logits2, aux_logits1)` (train with `AuxiliaryLoss`);
+    in eval mode, or without side branches, only the logits, as torchvision's. Built by `googlenet()`.
+    Max pools with stride 2 use "same" padding, which is torchvision's ceil_mode=True pooling wherever the
+    pooled map has an even size (every map at 224×224 and at any multiple of 32).
+    """
+
+    def __init__(self, input_shape=(224, 224, 3), num_classes: int = 1000, aux_logits: bool = True,
+                 variant: str = "torchvision", name: str | None = None):
+        super().__init__(name or "googlenet")
+        if variant not in ("torchvision", "paper"):
+            raise LaminaError(f"googlenet: variant must be 'torchvision' or 'paper', got {variant!r}")
+        if len(input_shape) != 3:
+            raise LaminaError(f"googlenet: input_shape must be (n_H, n_W, n_C), got {tuple(input_shape)!r}")
+        self.variant, self.aux_logits = variant, bool(aux_logits)
+        self.input_shape, self.num_classes = tuple(int(n) for n in input_shape), int(num_classes)
+        paper = variant == "paper"
+        bn = not paper
+        self.trunk = []
+
+        def add(key, layer):
+            setattr(self, key, layer)
+            self.trunk.append(key)
+
+        add("conv1", ConvUnit(self.input_shape[2], 64, 7, stride=2, padding=3, batch_norm=bn))
+        add("maxpool1", MaxPool2D(3, stride=2, padding="same"))
+        if paper:                       # Caffe's BVLC GoogLeNet constants (the paper gives none)
+            add("lrn1", LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0))
+        add("conv2", ConvUnit(64, 64, 1, batch_norm=bn))
+        add("conv3", ConvUnit(64, 192, 3, padding=1, batch_norm=bn))
+        if paper:
+            add("lrn2", LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0))
+        add("maxpool2", MaxPool2D(3, stride=2, padding="same"))
+        n_in = 192
+        for key, widths in INCEPTION_WIDTHS.items():
+            if key == "inception4a":
+                add("maxpool3", MaxPool2D(3, stride=2, padding="same"))
+            if key == "inception5a":    # the paper pools 3×3/2 here, torchvision 2×2/2
+                add("maxpool4", MaxPool2D(3, stride=2, padding="same") if paper else MaxPool2D(2, stride=2,
+                                                                                                padding="same"))
+            add(key, InceptionModule(n_in, *widths, batch_norm=bn, f_5x5=5 if paper else 3))
+            n_in = sum(widths[i] for i in (0, 2, 4, 5))
+        add("avgpool", GlobalAvgPool2D())
+        add("dropout", Dropout(keep_prob=0.6 if paper else 0.8))
+        add("fc", Dense(n_in, self.num_classes))
+        if self.aux_logits:
+            shapes = self._trunk_shapes((None,) + self.input_shape)
+            for aux, tap in AUX_TAPS.items():
+                tapped = shapes[tap]
+                try:
+                    setattr(self, aux, InceptionAux(tapped[3], self.num_classes, in_hw=tapped[1:3], variant=variant))
+                except ShapeError as err:
+                    raise ShapeError(f"googlenet: the paper's side branch {aux} pools 5×5/3 over {tap}'s output, "
+                                     f"which is {tapped[1]}×{tapped[2]} for input_shape {self.input_shape}; it needs "
+                                     f"at least 5×5 (inputs of 65×65 or more), or pass aux_logits=False") from err
+
+    def _trunk_shapes(self, input_shape) -> dict:
+        shapes = {}
+        for key in self.trunk:
+            input_shape = getattr(self, key).output_shape(input_shape)
+            shapes[key] = input_shape
+        return shapes
+
+    def forward(self, x):
+        side = self.training and self.aux_logits
+        outputs = {}
+        for key in self.trunk:
+            x = getattr(self, key)(x)
+            if side and key in AUX_TAPS.values():
+                outputs[key] = x
+        if not side:
+            return x
+        return GoogLeNetOutputs(x, self.aux2(outputs[AUX_TAPS["aux2"]]), self.aux1(outputs[AUX_TAPS["aux1"]]))
+
+    def output_shape(self, input_shape):
+        """The main logits' shape (what eval mode returns)."""
+        return self._trunk_shapes(input_shape)[self.trunk[-1]]
+
+    def summary(self, input_shape=None, print_fn=print) -> str:
+        """Layer.summary's table: the trunk's rows, then each side branch's, shaped from the module it reads."""
+        view = Layer(self.name)
+        for key in self.trunk:
+            setattr(view, key, getattr(self, key))
+        if self.aux_logits:
+            shapes = self._trunk_shapes((None,) + tuple(input_shape)) if input_shape is not None else {}
+            for aux, tap in AUX_TAPS.items():
+                setattr(view, aux, SideBranch(getattr(self, aux), tap, shapes.get(tap)))
+        return view.summary(input_shape, print_fn=print_fn)
+
+    def describe(self) -> str:
+        return f"{self.variant}, {self.num_classes} classes{', side branches' if self.aux_logits else ''}"
+
+
+def googlenet(input_shape=(224, 224, 3), num_classes: int = 1000, aux_logits: bool = True,
+              variant: str = "torchvision") -> GoogLeNet:
+    """GoogLeNet (Inception v1, §4.10) as a `GoogLeNet` layer; see its docstring for the outputs.
+
+    variant="torchvision" reproduces torchvision.models.googlenet: every convolution is conv (no bias) +
+    BN(ε = 0.001) + ReLU, the "5×5" branch of each Inception module uses a 3×3 filter (torchvision's known
+    quirk, kept for its weights), a 2×2/2 max pool before 5a, dropout 0.2 (keep_prob 0.8) before the FC,
+    side branches with adaptive average pooling to 4×4. Trainable parameters at 1000 classes: 6,624,904
+    without side branches, 13,004,888 with them (torchvision's counts; BN's running averages, buffers in
+    torchvision, are the rest of `num_parameters()`).
+
+    variant="paper" follows Szegedy et al. 2014 (Table 1, figure 3): convolutions with biases and ReLU, no
+    BN, 5×5 filters in the wide branch, local response normalization after the first max pool and after the
+    3×3 convolution (n = 5, α = 1e-4, β = 0.75, k = 1, BVLC GoogLeNet's), 3×3/2 max pools, global average
+    pooling (the paper's 7×7/1 at 224×224), dropout 40% (keep_prob 0.6), side branches of 5×5/3 average
+    pooling → 1×1 conv 128 → FC 1024 → dropout 70% → FC num_classes (which need the 4a/4d maps, ⌈n/16⌉
+    wide, to be at least 5×5: inputs of 65×65 or more). torchvision's transform_input is left out (no parameters).
+    """
+    return GoogLeNet(input_shape, num_classes, aux_logits=aux_logits, variant=variant)
