@@ -334,3 +334,35 @@ def test_googlenet_torchvision_variant_matches_torchvisions_network():
         want_aux1 = net.aux1(torch.from_numpy(feature.transpose(0, 3, 1, 2).copy())).numpy()
     np.testing.assert_allclose(logits, want, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(aux1, want_aux1, rtol=1e-9, atol=1e-9)
+
+
+def test_alexnet_with_the_papers_local_response_normalization():
+    plain, paper = models.alexnet(), models.alexnet(lrn=True)
+    assert paper.num_parameters() == plain.num_parameters() == TORCHVISION_COUNTS["alexnet"]
+    kinds = [type(layer).__name__ for layer in paper]
+    assert kinds[:7] == ["Conv2D", "LocalResponseNorm", "MaxPool2D", "Conv2D", "LocalResponseNorm", "MaxPool2D",
+                         "Conv2D"]
+    lrn = paper[1]
+    assert (lrn.size, lrn.alpha / lrn.size, lrn.beta, lrn.k) == (5, pytest.approx(1e-4), 0.75, 2.0)
+    assert paper.output_shape((None, 224, 224, 3)) == (None, 1000)
+    assert "LocalResponseNorm" in paper.summary((224, 224, 3), print_fn=None)
+    small = models.alexnet(input_shape=(67, 67, 3), num_classes=3, lrn=True)
+    x = lm.tensor(np.random.default_rng(0).standard_normal((1, 67, 67, 3)).astype(np.float32))
+    small.eval()
+    with lm.no_grad():
+        assert tuple(small(x).shape) == (1, 3)
+
+
+def test_googlenet_trains_with_fit_and_the_auxiliary_loss():
+    from lamina.data import Split
+    from lamina.training import fit
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((8, 32, 32, 3)).astype(np.float32)
+    y = np.arange(8) % 2
+    lm.manual_seed(0)
+    model = models.googlenet(input_shape=(32, 32, 3), num_classes=2)
+    history = fit(model, models.AuxiliaryLoss(), lm.optim.SGD(model.parameters(), lr=0.01), Split(X, y),
+                  Split(X[:4], y[:4]), epochs=1, batch_size=4, progress=False)
+    assert len(history.iteration_cost) == 2 and all(np.isfinite(history.iteration_cost))
+    assert np.isfinite(history.dev_metrics[-1]["cost"])

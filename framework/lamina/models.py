@@ -55,17 +55,25 @@ def lenet5(input_shape=(32, 32, 1), num_classes: int = 10, variant: str = "origi
                       Dense(84, num_classes), name="lenet5")
 
 
-def alexnet(input_shape=(224, 224, 3), num_classes: int = 1000) -> Sequential:
-    """AlexNet in torchvision's layout (single-tower, no local response normalization):
+def alexnet(input_shape=(224, 224, 3), num_classes: int = 1000, lrn: bool = False) -> Sequential:
+    """AlexNet in torchvision's layout (single-tower; local response normalization only with lrn=True):
     CONV(64, 11×11, s4, p2) → MAXPOOL(3, s2) → CONV(192, 5×5, p2) → MAXPOOL(3, s2) → CONV(384, 3×3, p1)
     → CONV(256, 3×3, p1) → CONV(256, 3×3, p1) → MAXPOOL(3, s2) → Flatten → Dropout → FC(4096) → Dropout
     → FC(4096) → FC(num_classes), ReLU after every convolution and hidden FC layer. torchvision's
     adaptive average pooling to 6×6 is left out: for a 224×224 input the last pooling already gives
     6×6×256 (other sizes give other Flatten widths). 61,100,840 parameters at 224×224×3 / 1000.
+
+    lrn=True adds the paper's local response normalization (Krizhevsky et al. 2012, section 3.3) after
+    the ReLU of the first two convolutions, before their pooling: n = 5, k = 2, β = 0.75 and the paper's
+    α = 1e-4 applied to the window sum, i.e. LocalResponseNorm(alpha=5e-4), whose α is divided by n.
+    It has no parameters, so the count is unchanged.
     """
     C = int(input_shape[2])
-    trunk = [Conv2D(C, 64, 11, stride=4, padding=2, activation="relu"), MaxPool2D(3, stride=2),
-             Conv2D(64, 192, 5, padding=2, activation="relu"), MaxPool2D(3, stride=2),
+    def norm():
+        return [LocalResponseNorm(5, alpha=5 * 1e-4, beta=0.75, k=2.0)] if lrn else []
+
+    trunk = [Conv2D(C, 64, 11, stride=4, padding=2, activation="relu"), *norm(), MaxPool2D(3, stride=2),
+             Conv2D(64, 192, 5, padding=2, activation="relu"), *norm(), MaxPool2D(3, stride=2),
              Conv2D(192, 384, 3, padding=1, activation="relu"), Conv2D(384, 256, 3, padding=1, activation="relu"),
              Conv2D(256, 256, 3, padding=1, activation="relu"), MaxPool2D(3, stride=2), Flatten()]
     n = _flat(trunk, input_shape)
