@@ -1,0 +1,310 @@
+"""The CUDA backend: tensors hold Numba device arrays, and every op runs as a CUDA kernel.
+
+Data crosses to the host only in `to_numpy` (`.numpy()`, printing, checkpoints). Device arrays
+are C-ordered; a transpose or a gather writes a new one. Every primitive op has a kernel here; the
+hot composite ops have fused kernels (kernels/fused.py, kernels/matmul.py) and the others run their
+default implementations, made of primitives, so they stay on the device too.
+"""
+from __future__ import annotations
+
+import numpy as np
+from lamina.backend import Backend, kernel
+from lamina.errors import OpError
+from lamina.ops.updates import MOMENTUM_DAMPENINGS, split_epsilon
+
+from . import device
+from .kernels import elementwise as ew
+from .kernels import fused, layout, reduction
+from .kernels.geometry import basic_index_view
+from .kernels.matmul import gemm
+
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class _DeviceDescription:
+    """`CudaBackend.description`: the device in words, read when asked (the GPU's name, or the simulator)."""
+
+    def __get__(self, instance, owner) -> str:
+        return device.describe()
+
+
+class CudaBackend(Backend):
+    name = "cuda"
+    description = _DeviceDescription()
+
+    @classmethod
+    def availability(cls) -> tuple[bool, str]:
+        return device.availability()
+
+    # ---- data movement and allocation ---------------------------------------------------------
+    def asarray(self, data, dtype):
+        dtype = np.dtype(dtype)
+        if device.is_device_array(data):
+            return ew.identity(data, out_dtype=dtype)
+        return device.to_device(np.asarray(data, dtype=dtype))
+
+    def to_numpy(self, array) -> np.ndarray:
+        return array.copy_to_host()
+
+    def full(self, shape, value, dtype):
+        return ew.fill(device.empty(tuple(shape), dtype), value)
+
+    # ---- arithmetic -----------------------------------------------------------------------------
+    @kernel("add")
+    def add(self, a, b):
+        return ew.add(a, b), lambda g: (g, g)
+
+    @kernel("sub")
+    def sub(self, a, b):
+        return ew.sub(a, b), lambda g: (g, ew.neg(g))
+
+    @kernel("mul")
+    def mul(self, a, b):
+        return ew.mul(a, b), lambda g: (ew.mul(g, b), ew.mul(g, a))
+
+    @kernel("div")
+    def div(self, a, b):
+        """y = a/b; da = g/b, db = -g·a/b² = -da·y."""
+        y = ew.div(a, b)
+
+        def backprop(g):
+            da = ew.div(g, b)
+            return da, ew.scaled_product(da, y, p0=-1.0)
+
+        return y, backprop
+
+    @kernel("power")
+    def power(self, x, *, exponent):
+        return ew.power(x, p0=float(exponent)), lambda g: (ew.power_grad(g, x, p0=float(exponent)),)
+
+    @kernel("exp")
+    def exp(self, x):
+        y = ew.exp(x)
+        return y, lambda g: (ew.mul(g, y),)
+
+    @kernel("log")
+    def log(self, x):
+        return ew.log(x), lambda g: (ew.div(g, x),)
+
+    @kernel("tanh")
+    def tanh(self, x):
+        y = ew.tanh(x)
+        return y, lambda g: (ew.tanh_grad(g, y),)
+
+    @kernel("clip")
+    def clip(self, x, *, low, high):
+        low = -np.inf if low is None else float(low)
+        high = np.inf if high is None else float(high)
+        return ew.clip(x, p0=low, p1=high), lambda g: (ew.inside_grad(g, x, p0=low, p1=high),)
+
+    @kernel("cast")
+    def cast(self, x, *, dtype):
+        return ew.identity(x, out_dtype=np.dtype(dtype)), lambda g: (ew.identity(g, out_dtype=x.dtype),)
+
+    @kernel("greater")
+    def greater(self, a, b):
+        return ew.greater(a, b), None
+
+    @kernel("matmul")
+    def matmul(self, a, b):
+        """C = A·B over broadcast batches; dA = G·Bᵀ, dB = Aᵀ·G (summed over broadcast batches by autograd)."""
+        return gemm(a, b), lambda g: (gemm(g, b, trans_b=True), gemm(a, g, trans_a=True))
+
+    # ---- reductions -------------------------------------------------------------------------------
+    @kernel("sum")
+    def sum(self, x, *, axis=None, keepdims=False):
+        axes = _axes(x.ndim, axis)
+        kept_shape = _keepdims_shape(x.shape, axes)
+        y = reduction.reduce("sum", x, axes) if axes else ew.identity(x)
+        y = y.reshape(kept_shape if keepdims else tuple(n for i, n in enumerate(x.shape) if i not in axes))
+        return y, lambda g: (layout.broadcast_to(g.reshape(kept_shape), x.shape),)
+
+    @kernel("max")
+    def max(self, x, *, axis=None, keepdims=False):
+        axes = _axes(x.ndim, axis)
+        if not axes:
+            return ew.identity(x), lambda g: (ew.identity(g),)
+        y = reduction.reduce("max", x, axes)
+        kept_shape = _keepdims_shape(x.shape, axes)
+        out = y.reshape(kept_shape if keepdims else tuple(n for i, n in enumerate(x.shape) if i not in axes))
+        return out, lambda g: (reduction.max_backward(x, axes, y, g),)
+
+    # ---- layout -----------------------------------------------------------------------------------
+    @kernel("reshape")
+    def reshape(self, x, *, shape):
+        shape = _resolve_shape(x.size, shape)
+        return x.reshape(shape), lambda g: (g.reshape(x.shape),)
+
+    @kernel("transpose")
+    def transpose(self, x, *, axes=None):
+        axes = tuple(range(x.ndim))[::-1] if axes is None else tuple(int(a) % x.ndim for a in axes)
+        inverse = tuple(int(i) for i in np.argsort(axes))
+        return layout.transpose(x, axes), lambda g: (layout.transpose(g, inverse),)
+
+    @kernel("getitem")
+    def getitem(self, x, *, index):
+        """Basic indexing gathers a strided view (its adjoint scatters); advanced indexing gathers positions
+        NumPy computes on the host, and its adjoint scatter-adds them (repeats accumulate)."""
+        view = basic_index_view(tuple(x.shape), index)
+        if view is not None:
+            offset, shape, strides = view
+            out = layout.gather(x, offset, shape, strides)
+            return out, lambda g: (layout.scatter_into_zeros(g, x.shape, offset, strides),)
+        positions = device.to_device(layout.host_flat_index(tuple(x.shape), index))
+        return layout.gather_indexed(x, positions), lambda g: (layout.scatter_add(g, positions, x.shape),)
+
+    @kernel("one_hot")
+    def one_hot(self, labels, *, num_classes, dtype):
+        return layout.one_hot(labels, num_classes, np.dtype(dtype)), None
+
+    # ---- fused activations ---------------------------------------------------------------------------
+    @kernel("relu")
+    def relu(self, x):
+        """max(0, z); dz = g·[z > 0]."""
+        return ew.relu(x), lambda g: (ew.relu_grad(g, x),)
+
+    @kernel("leaky_relu")
+    def leaky_relu(self, x, *, alpha=0.01):
+        """z if z > 0 else α·z; dz = g·(1 if z > 0 else α)."""
+        alpha = float(alpha)
+        return ew.leaky_relu(x, p0=alpha), lambda g: (ew.leaky_relu_grad(g, x, p0=alpha),)
+
+    @kernel("sigmoid")
+    def sigmoid(self, x):
+        """σ(z) = 1/(1 + e^(-z)); dz = g·σ·(1 - σ)."""
+        y = ew.sigmoid(x)
+        return y, lambda g: (ew.sigmoid_grad(g, y),)
+
+    @kernel("neg")
+    def neg(self, x):
+        return ew.neg(x), lambda g: (ew.neg(g),)
+
+    @kernel("softmax")
+    def softmax(self, x, *, axis=-1):
+        """y_i = e^(z_i - max z)/Σ_j e^(z_j - max z) over the last axis; dz = y·(g - Σ_j g_j·y_j)."""
+        if not _last_axis(x, axis):
+            return NotImplemented
+        y = fused.softmax_rows(x, log=False)
+        return y, lambda g: (fused.softmax_rows_backward(y, g, log=False),)
+
+    @kernel("log_softmax")
+    def log_softmax(self, x, *, axis=-1):
+        """y_i = z_i - max z - log Σ_j e^(z_j - max z) over the last axis; dz = g - e^y·Σ_j g_j."""
+        if not _last_axis(x, axis):
+            return NotImplemented
+        y = fused.softmax_rows(x, log=True)
+        return y, lambda g: (fused.softmax_rows_backward(y, g, log=True),)
+
+    @kernel("softmax_cross_entropy")
+    def softmax_cross_entropy(self, logits, labels, *, needs_input_grad=None):
+        """J = -1/m Σ_i Σ_k y_ik·log softmax(z_i)_k, labels int (m,) or one-hot/soft (m, n);
+        dJ/dz = g·(softmax(z)·Σ_k y_k - y)/m, dJ/dy = -g·log softmax(z)/m (float labels only)."""
+        if logits.dtype not in FLOATS or logits.ndim != 2 or logits.size == 0:
+            return NotImplemented
+        m, n = logits.shape
+        if labels.dtype.kind in "iu":
+            host_labels = labels.copy_to_host()
+            if host_labels.min() < 0 or host_labels.max() >= n:      # the kernels do not bounds-check
+                raise OpError(f"softmax_cross_entropy: labels must lie in [0, {n}), got values from "
+                              f"{host_labels.min()} to {host_labels.max()}")
+            losses, shifts, log_norms = fused.cross_entropy_index(logits, labels)
+
+            def backprop(g):
+                scale = float(g.copy_to_host()) / m
+                return fused.cross_entropy_index_backward(logits, labels, shifts, log_norms, scale), None
+        else:
+            if labels.dtype != logits.dtype:
+                return NotImplemented
+            losses, shifts, log_norms, y_sums = fused.cross_entropy_dense(logits, labels)
+            label_grad = (needs_input_grad or (True, True))[1]
+
+            def backprop(g):
+                scale = float(g.copy_to_host()) / m
+                return fused.cross_entropy_dense_backward(logits, labels, shifts, log_norms, y_sums, scale,
+                                                          label_grad)
+        total = reduction.reduce_rows("sum", losses, 1, m).reshape(())
+        return ew.scale(total, p0=1.0 / m), backprop
+
+    @kernel("dense")
+    def dense(self, x, W, b=None, *, needs_input_grad=None):
+        """Z = X·W + b; dX = G·Wᵀ, dW = Xᵀ·G, db = Σ_rows G, each only if `needs_input_grad` asks for it.
+        X of more than two dimensions is taken as (rows, n_in)."""
+        n_in = tuple(x.shape)[-1]
+        x2 = x.reshape((x.size // n_in, n_in))
+        z = gemm(x2, W)
+        if b is not None:
+            z = ew.add(z, b, out=z)
+        needs = needs_input_grad or (True,) * (2 if b is None else 3)
+
+        def backprop(g):
+            g2 = g.reshape((g.size // W.shape[1], W.shape[1]))
+            dx = gemm(g2, W, trans_b=True).reshape(x.shape) if needs[0] else None
+            dW = gemm(x2, g2, trans_a=True) if needs[1] else None
+            if b is None:
+                return dx, dW
+            return dx, dW, reduction.reduce("sum", g2, (0,)) if needs[2] else None
+
+        return z.reshape(tuple(x.shape)[:-1] + (W.shape[1],)), backprop
+
+    # ---- optimizer updates, in place ----------------------------------------------------------------
+    @kernel("sgd_update")
+    def sgd_update(self, param, grad, *, lr):
+        """θ ← θ - α·dθ, in place."""
+        if not _same_float(param, grad):
+            return NotImplemented
+        fused.sgd(param, grad, lr)
+        return (param,), None
+
+    @kernel("momentum_update")
+    def momentum_update(self, param, grad, v, *, lr, beta, dampening):
+        """In place: v ← β·v + c·dθ; θ ← θ - α·v, c = 1-β ("ewa") or 1 ("simplified")."""
+        if not _same_float(param, grad, v):
+            return NotImplemented
+        fused.momentum(param, grad, v, lr, beta, MOMENTUM_DAMPENINGS[dampening](beta))
+        return (param, v), None
+
+    @kernel("rmsprop_update")
+    def rmsprop_update(self, param, grad, s, *, lr, beta, epsilon, epsilon_inside_sqrt=False):
+        """In place: s ← β·s + (1-β)·dθ²; θ ← θ - α·dθ/(√s + ε), or α·dθ/√(s + ε) if `epsilon_inside_sqrt`."""
+        if not _same_float(param, grad, s):
+            return NotImplemented
+        fused.rmsprop(param, grad, s, lr, beta, *split_epsilon(epsilon, epsilon_inside_sqrt))
+        return (param, s), None
+
+    @kernel("adam_update")
+    def adam_update(self, param, grad, v, s, *, lr, beta1, beta2, epsilon, step, epsilon_inside_sqrt=False):
+        """In place: v ← β1·v + (1-β1)·dθ; s ← β2·s + (1-β2)·dθ²; θ ← θ - α·v̂/(√ŝ + ε),
+        v̂ = v/(1-β1^t), ŝ = s/(1-β2^t)."""
+        if not _same_float(param, grad, v, s):
+            return NotImplemented
+        fused.adam(param, grad, v, s, lr, beta1, beta2, *split_epsilon(epsilon, epsilon_inside_sqrt), step)
+        return (param, v, s), None
+
+
+# ---- helpers ------------------------------------------------------------------------------------------
+def _axes(ndim: int, axis) -> tuple[int, ...]:
+    """Sorted distinct non-negative axes (every axis for None)."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    return tuple(sorted({int(a) % max(ndim, 1) for a in axes}))
+
+
+def _keepdims_shape(shape: tuple, axes: tuple) -> tuple:
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+def _resolve_shape(size: int, shape) -> tuple:
+    shape = tuple(int(n) for n in shape)
+    if -1 in shape:
+        known = int(np.prod([n for n in shape if n != -1], dtype=np.int64))
+        shape = tuple(size // known if n == -1 else n for n in shape)
+    return shape
+
+
+def _last_axis(x, axis) -> bool:
+    return x.dtype in FLOATS and x.ndim > 0 and x.size > 0 and axis in (-1, x.ndim - 1)
+
+
+def _same_float(*arrays) -> bool:
+    return arrays[0].dtype in FLOATS and all(a.dtype == arrays[0].dtype for a in arrays)
