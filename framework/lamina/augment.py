@@ -94,23 +94,26 @@ def bilinear_sample(X: np.ndarray, rows, cols, fill: float = 0.0) -> np.ndarray:
     except ValueError:
         raise ShapeError(f"bilinear_sample: rows and cols must have shape (m, H_out, W_out) = ({m}, ...) or "
                          f"broadcast to it, got {np.shape(rows)} and {np.shape(cols)}") from None
-    r0, c0 = np.floor(rows), np.floor(cols)
-    wr, wc = rows - r0, cols - c0
-    r0, c0 = r0.astype(np.intp), c0.astype(np.intp)
-    k = np.arange(m)[:, None, None]
-    out = np.zeros(rows.shape + X.shape[-1:], dtype=np.float64)
-    outside = np.zeros(rows.shape, dtype=np.float64)
-    for dr, weight_r in ((0, 1.0 - wr), (1, wr)):
-        r = r0 + dr
-        for dc, weight_c in ((0, 1.0 - wc), (1, wc)):
-            c = c0 + dc
-            inside = (r >= 0) & (r < n_H) & (c >= 0) & (c < n_W)
-            weight = weight_r * weight_c
-            out += (weight * inside)[..., None] * X[k, np.clip(r, 0, n_H - 1), np.clip(c, 0, n_W - 1)]
-            outside += weight * ~inside
-    if fill:
-        out += fill * outside[..., None]
-    return out.astype(X.dtype, copy=False)
+    # One ring of `fill` around each image makes every neighbour of a point within a pixel of the
+    # image a real read; points farther out are clamped onto the ring, where all four neighbours are fill.
+    padded = np.pad(X, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=fill)
+    r0, wr = _cell(rows + 1.0, n_H + 1)
+    c0, wc = _cell(cols + 1.0, n_W + 1)
+    stride = n_W + 2
+    index = (np.arange(m)[:, None, None] * (n_H + 2) + r0) * stride + c0
+    flat = padded.reshape(-1, X.shape[-1])
+    wr, wc = wr.astype(X.dtype)[..., None], wc.astype(X.dtype)[..., None]
+    top = np.take(flat, index, axis=0) * (1 - wc) + np.take(flat, index + 1, axis=0) * wc
+    bottom = np.take(flat, index + stride, axis=0) * (1 - wc) + np.take(flat, index + stride + 1, axis=0) * wc
+    return top * (1 - wr) + bottom * wr
+
+
+def _cell(coordinate: np.ndarray, last: int) -> tuple[np.ndarray, np.ndarray]:
+    """(i0, w): the interpolation cell [i0, i0 + 1] of each coordinate clamped to [0, last] (i0 <= last − 1)
+    and the weight w of i0 + 1."""
+    clamped = np.clip(coordinate, 0.0, float(last))
+    i0 = np.minimum(np.floor(clamped), last - 1).astype(np.intp)
+    return i0, clamped - i0
 
 
 def _centre_grid(n_H: int, n_W: int) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -131,18 +134,25 @@ def _affine(X: np.ndarray, A: np.ndarray, fill: float) -> np.ndarray:
 
 def gaussian_smooth(field: np.ndarray, sigma: float) -> np.ndarray:
     """G_σ * field over the last two axes: a separable normalized Gaussian of standard deviation σ
-    (pixels), truncated at 4σ, with the borders mirrored (scipy's gaussian_filter, mode="reflect")."""
+    (pixels), truncated at 4σ, with the borders mirrored (scipy's gaussian_filter, mode="reflect"),
+    applied as G_H · field · G_Wᵀ with each G the filter along one axis as a matrix."""
+    field = np.asarray(field, dtype=np.float64)
+    n_H, n_W = field.shape[-2:]
+    return _gaussian_matrix(n_H, sigma) @ field @ _gaussian_matrix(n_W, sigma).T
+
+
+def _gaussian_matrix(n: int, sigma: float) -> np.ndarray:
+    """G (n, n) with (G·v)_i = Σ_t w_t v_reflect(i + t), w_t ∝ exp(−t²/2σ²) for |t| <= round(4σ);
+    reflect mirrors about the half-pixel borders (… v1 v0 | v0 v1 … v_{n−1} | v_{n−1} v_{n−2} …)."""
     radius = int(4.0 * sigma + 0.5)
-    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    taps /= taps.sum()
-    out = np.asarray(field, dtype=np.float64)
-    for axis in (-1, -2):
-        n = out.shape[axis]
-        pad = [(0, 0)] * out.ndim
-        pad[axis] = (radius, radius)
-        padded = np.pad(out, pad, mode="symmetric")
-        out = sum(w * np.take(padded, np.arange(t, t + n), axis=axis) for t, w in enumerate(taps))
-    return out
+    taps = np.arange(-radius, radius + 1)
+    weights = np.exp(-0.5 * (taps / sigma) ** 2)
+    weights /= weights.sum()
+    source = (np.arange(n)[:, None] + taps) % (2 * n)
+    source = np.where(source >= n, 2 * n - 1 - source, source)
+    G = np.zeros((n, n))
+    np.add.at(G, (np.repeat(np.arange(n), len(taps)), source.ravel()), np.tile(weights, n))
+    return G
 
 
 # ---- transforms ------------------------------------------------------------------------------
@@ -182,9 +192,7 @@ class RandomMirror(Augmentation):
 
     def apply(self, X, rng):
         flip = rng.random(len(X)) < self.p
-        out = X.copy()
-        out[flip] = X[flip, :, ::-1]
-        return out
+        return np.where(flip[:, None, None, None], X[:, :, ::-1], X)
 
 
 class RandomCrop(Augmentation):
@@ -208,9 +216,9 @@ class RandomCrop(Augmentation):
         padded = np.pad(X, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=self.fill)
         top = rng.integers(0, n_H + 2 * p - h, size=m, endpoint=True)
         left = rng.integers(0, n_W + 2 * p - w, size=m, endpoint=True)
-        rows = top[:, None, None] + np.arange(h)[None, :, None]
-        cols = left[:, None, None] + np.arange(w)[None, None, :]
-        return padded[np.arange(m)[:, None, None], rows, cols]
+        rows = np.arange(m)[:, None, None] * (n_H + 2 * p) + top[:, None, None] + np.arange(h)[None, :, None]
+        index = rows * (n_W + 2 * p) + left[:, None, None] + np.arange(w)[None, None, :]
+        return np.take(padded.reshape(-1, X.shape[-1]), index, axis=0)
 
 
 class RandomRotation(Augmentation):
