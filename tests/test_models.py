@@ -366,3 +366,17 @@ def test_googlenet_trains_with_fit_and_the_auxiliary_loss():
                   Split(X[:4], y[:4]), epochs=1, batch_size=4, progress=False)
     assert len(history.iteration_cost) == 2 and all(np.isfinite(history.iteration_cost))
     assert np.isfinite(history.dev_metrics[-1]["cost"])
+
+
+def test_auxiliary_loss_is_registered_and_takes_a_loss_name():
+    from lamina.registry import get
+
+    assert get("losses", "auxiliary") is models.AuxiliaryLoss
+    loss = models.AuxiliaryLoss(loss="mse", aux_weight=0.5)
+    a, b = lm.tensor(np.array([[1.0, 2.0]])), lm.tensor(np.array([[0.0, 0.0]]))
+    outputs = models.GoogLeNetOutputs(a, a * 2.0, a * 3.0)
+    assert float(loss(outputs, b).numpy()) == pytest.approx(2.5 + 0.5 * (10.0 + 22.5))
+    assert float(loss(a, b).numpy()) == pytest.approx(2.5)
+    with pytest.raises(lm.errors.UnknownNameError, match="mse"):
+        models.AuxiliaryLoss(loss="msee")
+    assert "googlenet" in models.__all__ and "GoogLeNet" not in models.__all__    # recipes' builder names

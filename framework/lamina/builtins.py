@@ -33,6 +33,9 @@ def lamina_register_components(register):
                           ("initializers", init.INITIALIZERS), ("regularizers", REGULARIZERS)):
         for cls in classes:
             register(kind, cls.name, cls)
+    from .models import AuxiliaryLoss
+
+    register("losses", AuxiliaryLoss.name, AuxiliaryLoss)     # GoogLeNet's main + 0.3·side-branch losses
     for cls in augment.AUGMENTATIONS:
         register("augmentations", cls.name, cls)
     for name, loader in datasets.DATASETS.items():

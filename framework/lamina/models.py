@@ -21,8 +21,8 @@ from .nn import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAv
                  LocalResponseNorm, MaxPool2D, ReLU, ResidualBlock, Sequential, Tanh)
 from .nn.inception import ConvUnit, InceptionAux
 
-__all__ = ["lenet5", "alexnet", "vgg16", "resnet18", "resnet34", "resnet50", "googlenet", "GoogLeNet",
-           "GoogLeNetOutputs", "AuxiliaryLoss"]
+#: the builders (recipes name them as [model] builder = "..."); the classes below are public too
+__all__ = ["lenet5", "alexnet", "vgg16", "resnet18", "resnet34", "resnet50", "googlenet"]
 
 
 def _flat(layers_before, input_shape) -> int:
@@ -155,14 +155,19 @@ class GoogLeNetOutputs(NamedTuple):
 class AuxiliaryLoss(Loss):
     """J = L(logits) + aux_weight·(L(aux_logits1) + L(aux_logits2)) for a `GoogLeNetOutputs` (training with
     side branches; aux_weight = 0.3 as Szegedy et al.), and plain J = L(outputs) for a tensor (eval mode,
-    or a model without side branches). `loss` defaults to softmax cross-entropy on logits. Pass it to
-    `lamina.training.fit` as the loss of a GoogLeNet with aux_logits=True."""
+    or a model without side branches). `loss` is a Loss or a registered loss name (default softmax
+    cross-entropy on logits). Pass it to `lamina.training.fit` as the loss of a GoogLeNet with
+    aux_logits=True; recipes name it [loss] name = "auxiliary"."""
 
     name, expects = "auxiliary", "logits"
 
-    def __init__(self, loss: Loss | None = None, aux_weight: float = 0.3):
+    def __init__(self, loss: Loss | str | None = None, aux_weight: float = 0.3):
         if not aux_weight >= 0:
             raise LaminaError(f"AuxiliaryLoss: aux_weight must be ≥ 0, got {aux_weight!r}")
+        if isinstance(loss, str):
+            from .registry import get
+
+            loss = get("losses", loss)()
         self.loss = loss if loss is not None else SoftmaxCrossEntropy()
         self.aux_weight = float(aux_weight)
 
