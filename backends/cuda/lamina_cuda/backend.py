@@ -10,11 +10,15 @@ from __future__ import annotations
 import numpy as np
 from lamina.backend import Backend, kernel
 from lamina.errors import OpError
+from lamina.ops.convolution import spatial_geometry
+from lamina.ops.lrn import lrn_window
+from lamina.ops.recurrent import mask_array
 from lamina.ops.updates import MOMENTUM_DAMPENINGS, split_epsilon
 
 from . import device
 from .kernels import elementwise as ew
-from .kernels import fused, layout, reduction
+from .kernels import convolution, fused, layout, normalization, reduction
+from .kernels import joining, recurrent
 from .kernels.geometry import basic_index_view
 from .kernels.matmul import gemm
 
@@ -280,6 +284,139 @@ class CudaBackend(Backend):
         fused.adam(param, grad, v, s, lr, beta1, beta2, *split_epsilon(epsilon, epsilon_inside_sqrt), step)
         return (param, v, s), None
 
+    # ---- batch normalization, convolution and pooling (NHWC images, HWIO filters) --------------------
+    @kernel("batch_norm")
+    def batch_norm(self, x, gamma, beta, running_mean, running_var, *, training, momentum=0.9, epsilon=1e-5,
+                   axis=-1, needs_input_grad=None):
+        """Over the rows of x as (N, C), C = the last axis. Training: μ, σ² (biased) of the batch,
+        x̂ = (x - μ)/√(σ² + ε), out = γ·x̂ + β; running ← momentum·running + (1-momentum)·(μ, σ²·N/(N-1))
+        in place. dβ = Σ g, dγ = Σ g·x̂, dx = γ/(N·√(σ² + ε))·(N·g - dβ - x̂·dγ). Inference: μ, σ² are the
+        running averages, dx = g·γ/√(σ² + ε), and the running averages get their gradients too."""
+        if not (_same_float(x, gamma, beta, running_mean, running_var) and x.ndim >= 2 and x.size
+                and axis in (-1, x.ndim - 1)):
+            return NotImplemented
+        n_C = tuple(x.shape)[-1]
+        x2 = x.reshape((x.size // n_C, n_C))
+        out, mean, inv_std, scale = normalization.batch_norm_forward(x2, gamma, beta, running_mean, running_var,
+                                                                     training, momentum, epsilon)
+        needs = needs_input_grad or (True,) * 5
+
+        def backprop(g):
+            grads = normalization.batch_norm_backward(g.reshape(x2.shape), x2, gamma, mean, inv_std, scale,
+                                                      training, needs)
+            return (None if grads[0] is None else grads[0].reshape(x.shape),) + grads[1:]
+
+        return out.reshape(x.shape), backprop
+
+    @kernel("conv2d")
+    def conv2d(self, x, W, b=None, *, stride=1, padding="valid", needs_input_grad=None):
+        """Z = im2col(x)·W₂ + b with W₂ = W as (f·f·n_C_prev, n_C); dW₂ = im2col(x)ᵀ·G, db = Σ_rows G,
+        dx = col2im(G·W₂ᵀ), each only if `needs_input_grad` asks for it (the backward rebuilds the columns
+        rather than keeping them alive per layer)."""
+        arrays = (x, W) if b is None else (x, W, b)
+        if not _same_float(*arrays) or x.ndim != 4 or W.ndim != 4 or W.shape[0] != W.shape[1] \
+                or x.shape[3] != W.shape[2] or not x.size or not W.size:
+            return NotImplemented
+        ((top, _), (left, _)), out_hw = spatial_geometry("conv2d", x.shape, W.shape[0], stride, padding)
+        z = convolution.conv2d_forward(x, W, b, stride, top, left, out_hw)
+        needs = needs_input_grad or (True,) * len(arrays)
+
+        def backprop(g):
+            dx, dW, db = convolution.conv2d_backward(x, W, g, stride, top, left, out_hw, needs)
+            return (dx, dW) if b is None else (dx, dW, db)
+
+        return z, backprop
+
+    @kernel("max_pool2d")
+    def max_pool2d(self, x, *, f, stride=None, padding=0):
+        """out = the max of each f×f window (the padding never wins); the gradient goes to the window's
+        first maximum, as PyTorch's."""
+        setup = _pooling("max_pool2d", x, f, stride, padding)
+        if setup is None or x.shape[1] * x.shape[2] >= 2 ** 31:     # (argmax holds y·n_W + z as int32)
+            return NotImplemented
+        stride, top, left, out_hw = setup
+        out, argmax = convolution.max_pool_forward(x, f, stride, top, left, out_hw)
+        return out, lambda g: (convolution.max_pool_backward(g, argmax, x.shape, f, stride, top, left),)
+
+    @kernel("avg_pool2d")
+    def avg_pool2d(self, x, *, f, stride=None, padding=0):
+        """out = 1/f² Σ over each f×f window (padding counts as zeros); dx = 1/f² Σ of g over the windows
+        holding each pixel."""
+        setup = _pooling("avg_pool2d", x, f, stride, padding)
+        if setup is None:
+            return NotImplemented
+        stride, top, left, out_hw = setup
+        out = convolution.avg_pool_forward(x, f, stride, top, left, out_hw)
+        return out, lambda g: (convolution.avg_pool_backward(g, x.shape, f, stride, top, left),)
+
+    @kernel("global_avg_pool2d")
+    def global_avg_pool2d(self, x):
+        """out[i, c] = 1/(n_H·n_W) Σ_{h,w} x[i, h, w, c]; dx[i, h, w, c] = g[i, c]/(n_H·n_W)."""
+        if x.dtype not in FLOATS or x.ndim != 4 or not x.size:
+            return NotImplemented
+        return (convolution.global_avg_pool_forward(x),
+                lambda g: (convolution.global_avg_pool_backward(g, x.shape),))
+
+
+    # ---- joining, local response normalization (§4.7, 4.10), recurrences and embeddings (§5.1–5.6) ------
+    @kernel("concatenate")
+    def concatenate(self, *arrays, axis=-1):
+        """out = [X_0, X_1, …] along `axis` (each input copied into its slice); dX_i = G[…, o_i:o_i + c_i, …],
+        o_i = Σ_(j<i) c_j."""
+        if arrays[0].ndim == 0 or any(a.dtype != arrays[0].dtype for a in arrays):
+            return NotImplemented
+        ax = int(axis) % arrays[0].ndim
+        sizes = [a.shape[ax] for a in arrays]
+        return joining.concatenate(arrays, ax), lambda g: tuple(joining.split(g, sizes, ax))
+
+    @kernel("local_response_norm")
+    def local_response_norm(self, x, *, size=5, alpha=1e-4, beta=0.75, k=2.0):
+        """b_c = a_c·d_c^(−β), d_c = k + α/n·Σ_{c' in c's window} a_c'² (one fused windowed sum over the channels);
+        da_j = g_j·d_j^(−β) − (2αβ/n)·a_j·Σ_{c : j in c's window} g_c·a_c·d_c^(−β−1)."""
+        if x.dtype not in FLOATS or x.ndim < 2:
+            return NotImplemented
+        before, after = lrn_window(size)
+        out, backprop = joining.local_response_norm(x, before, after, alpha / size, k, beta)
+        return out, lambda g: (backprop(g),)
+
+    @kernel("rnn")
+    def rnn(self, x, a0, W_ax, W_aa, b_a, *, mask=None, returns="sequence", needs_input_grad=None):
+        """a<t> = tanh(a<t-1>·W_aa + x<t>·W_ax + b_a): one product per step and one fused kernel (BPTT likewise)."""
+        return self._sequence("rnn", x, [a0], W_ax, W_aa, b_a, None, None, mask, returns, True, needs_input_grad)
+
+    @kernel("gru")
+    def gru(self, x, a0, W_x, W_a, b_x, b_a, *, reset_after=True, mask=None, returns="sequence",
+            needs_input_grad=None):
+        """a<t> = Γ_u·c̃ + (1 − Γ_u)·a<t-1>, gates [r | u | c̃] from one product a<t-1>·W_a per step and one fused
+        kernel (two of each for the seed's GRU, whose c̃ needs Γ_r·a<t-1> first)."""
+        return self._sequence("gru", x, [a0], W_x, W_a, b_x, b_a, None, mask, returns, bool(reset_after),
+                              needs_input_grad)
+
+    @kernel("lstm")
+    def lstm(self, x, a0, c0, W_x, W_a, b, P=None, *, mask=None, returns="sequence", needs_input_grad=None):
+        """c<t> = Γ_u·c̃ + Γ_f·c<t-1>, a<t> = Γ_o·tanh(c<t>), gates [u | f | o | c̃] from one product a<t-1>·W_a per
+        step and one fused kernel, optional peepholes P."""
+        return self._sequence("lstm", x, [a0, c0], W_x, W_a, b, None, P, mask, returns, True, needs_input_grad)
+
+    def _sequence(self, cell, x, states, W_x, W_a, b_x, b_a, P, mask, returns, reset_after, needs_input_grad):
+        arrays = [x, *states, W_x, W_a, b_x] + [a for a in (b_a, P) if a is not None]
+        if not _same_float(*arrays) or 0 in (x.shape[0], x.shape[1], W_a.shape[0]):
+            return NotImplemented
+        mask = mask_array(cell, mask, x.shape[0], x.shape[1])
+        if mask is not None and mask.all():
+            mask = None
+        out, backprop = recurrent.sequence(cell, x, states, W_x, W_a, b_x, b_a, P, mask, returns, reset_after)
+        return out, lambda g: backprop(g, needs_input_grad)
+
+    @kernel("embedding")
+    def embedding(self, indices, E):
+        """e = E[indices] (rows gathered); dE[w] = Σ of the output gradient at the positions holding w (an atomic
+        scatter-add: only the rows used are written). The op's check has already bounds-checked the indices."""
+        if E.dtype not in FLOATS or np.dtype(indices.dtype).kind not in "iu":
+            return NotImplemented
+        out, backprop = recurrent.embedding(indices, E)
+        return out, lambda g: (None, backprop(g))
+
 
 # ---- helpers ------------------------------------------------------------------------------------------
 def _axes(ndim: int, axis) -> tuple[int, ...]:
@@ -308,3 +445,16 @@ def _last_axis(x, axis) -> bool:
 
 def _same_float(*arrays) -> bool:
     return arrays[0].dtype in FLOATS and all(a.dtype == arrays[0].dtype for a in arrays)
+
+
+def _pooling(op, x, f, stride, padding):
+    """(stride, pad top, pad left, (n_H_out, n_W_out)) of a pooling kernel (stride None = f), or None for inputs
+    the kernels leave to the op's default: not float, empty, or a padding over f/2 (the op's check refuses
+    it; the kernels count on every window holding a pixel of the image)."""
+    if x.dtype not in FLOATS or x.ndim != 4 or not x.size:
+        return None
+    stride = f if stride is None else stride
+    pads, out_hw = spatial_geometry(op, x.shape, f, stride, padding)
+    if max(max(p) for p in pads) > f // 2:
+        return None
+    return stride, pads[0][0], pads[1][0], out_hw

@@ -1,0 +1,335 @@
+"""Convolution and pooling kernels on NHWC images (HWIO filters): im2col and col2im around the tiled
+GEMM for conv2d, max pooling with stored argmax, average pooling and global average pooling.
+
+Every kernel is a grid-stride loop over a flat C-ordered array whose last axis is the channel, so
+consecutive threads touch consecutive channels and their reads and writes coalesce. The backward
+kernels gather: each input pixel sums the contributions of the ≤ ⌈f/s⌉² windows that hold it, so
+no two threads write one element (no atomics, and the sums are deterministic, unlike an atomic
+scatter whose order, and so whose rounding, changes from run to run).
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+from numba import cuda
+
+from .. import device
+from .elementwise import _flat, add
+from .matmul import gemm, tiling_for
+from .normalization import column_sums
+from .reduction import reduce
+
+#: blocks the dW product should launch (≈ two per SM of an H100): the images are split into groups,
+#: one batched product each, then summed
+DW_TARGET_BLOCKS = 264
+#: the most bytes the per-group partial dW may take
+DW_PARTIAL_BYTES = 64 * 1024 * 1024
+
+
+# ---- window arithmetic (device functions) ---------------------------------------------------------
+@cuda.jit(device=True)
+def _windows_holding(y, pad, f, stride, n_out):
+    """[first, last] output positions whose window (starting at o·s − pad, f wide) holds input position y;
+    first > last when none does."""
+    t = y + pad - f + 1
+    first = 0 if t <= 0 else (t + stride - 1) // stride
+    last = min(n_out - 1, (y + pad) // stride)
+    return first, last
+
+
+# ---- conv2d: im2col, col2im ----------------------------------------------------------------------
+@cuda.jit
+def _im2col(x, cols, H, W, C, oh, ow, f, stride, top, left):
+    """cols[(i·oh + h)·ow + w, (a·f + b)·C + c] = x[i, h·s + a − top, w·s + b − left, c], 0 in the padding."""
+    width = f * f * C
+    for k in range(cuda.grid(1), cols.size, cuda.gridsize(1)):
+        row, j = k // width, k % width
+        c, ab = j % C, j // C
+        a, b = ab // f, ab % f
+        w, rest = row % ow, row // ow
+        h, i = rest % oh, rest // oh
+        y, z = h * stride + a - top, w * stride + b - left
+        if 0 <= y < H and 0 <= z < W:
+            cols[k] = x[((i * H + y) * W + z) * C + c]
+        else:
+            cols[k] = x[0] * 0
+
+
+@cuda.jit
+def _col2im(dcols, dx, H, W, C, oh, ow, f, stride, top, left):
+    """dx[i, y, z, c] = Σ dcols[(i·oh + h)·ow + w, (a·f + b)·C + c] over the windows (h, w) holding (y, z),
+    a = y + top − h·s, b = z + left − w·s."""
+    width = f * f * C
+    for k in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
+        c, rest = k % C, k // C
+        z, rest = rest % W, rest // W
+        y, i = rest % H, rest // H
+        h0, h1 = _windows_holding(y, top, f, stride, oh)
+        w0, w1 = _windows_holding(z, left, f, stride, ow)
+        total = dcols[0] * 0
+        for h in range(h0, h1 + 1):
+            a = y + top - h * stride
+            for w in range(w0, w1 + 1):
+                b = z + left - w * stride
+                total += dcols[((i * oh + h) * ow + w) * width + (a * f + b) * C + c]
+        dx[k] = total
+
+
+def _is_pointwise(f, stride, top, left) -> bool:
+    """A 1×1 window, stride 1, no padding: the columns are x itself."""
+    return f == 1 and stride == 1 and top == 0 and left == 0
+
+
+def im2col(x, f: int, stride: int, top: int, left: int, out_hw: tuple):
+    """The (m·oh·ow, f·f·n_C_prev) column matrix of x (m, n_H, n_W, n_C_prev)."""
+    m, H, W, C = x.shape
+    oh, ow = out_hw
+    if _is_pointwise(f, stride, top, left):
+        return x.reshape((m * H * W, C))
+    cols = device.empty((m * oh * ow, f * f * C), x.dtype)
+    blocks, threads = device.launch_1d(cols.size)
+    _im2col[blocks, threads](_flat(x), _flat(cols), H, W, C, oh, ow, f, stride, top, left)
+    return cols
+
+
+def col2im(dcols, x_shape: tuple, f: int, stride: int, top: int, left: int, out_hw: tuple):
+    """The adjoint of `im2col`: each pixel of an x-shaped array sums its entries of the columns."""
+    m, H, W, C = x_shape
+    oh, ow = out_hw
+    if _is_pointwise(f, stride, top, left):
+        return dcols.reshape(tuple(x_shape))
+    dx = device.empty(tuple(x_shape), dcols.dtype)
+    blocks, threads = device.launch_1d(dx.size)
+    _col2im[blocks, threads](_flat(dcols), _flat(dx), H, W, C, oh, ow, f, stride, top, left)
+    return dx
+
+
+def _dw_groups(m: int, width: int, c_out: int, dtype) -> int:
+    """How many groups of images the dW product is split into: enough for DW_TARGET_BLOCKS blocks of the
+    tiled product, within DW_PARTIAL_BYTES of partial sums, and a divisor of m."""
+    tiling = tiling_for(dtype)
+    blocks = math.ceil(width / tiling.BM) * math.ceil(c_out / tiling.BN)
+    wanted = min(m, math.ceil(DW_TARGET_BLOCKS / blocks),
+                 max(1, DW_PARTIAL_BYTES // (width * c_out * np.dtype(dtype).itemsize)))
+    return max(d for d in range(1, wanted + 1) if m % d == 0)
+
+
+def conv2d_forward(x, W, b, stride: int, top: int, left: int, out_hw: tuple):
+    """Z = im2col(x)·W₂ + b, W₂ = W as (f·f·n_C_prev, n_C): (m, oh, ow, n_C)."""
+    f, _, c_prev, c_out = W.shape
+    z = gemm(im2col(x, f, stride, top, left, out_hw), W.reshape((f * f * c_prev, c_out)))
+    if b is not None:
+        z = add(z, b, out=z)
+    return z.reshape((x.shape[0],) + tuple(out_hw) + (c_out,))
+
+
+def conv2d_backward(x, W, g, stride: int, top: int, left: int, out_hw: tuple, needs: tuple):
+    """(dx, dW, db) for upstream g (m, oh, ow, n_C), None where `needs` (x, W, b) says False:
+    dW₂ = im2col(x)ᵀ·G (per group of images, then summed), db = Σ_rows G, dx = col2im(G·W₂ᵀ)."""
+    f, _, c_prev, c_out = W.shape
+    m, width = x.shape[0], f * f * c_prev
+    rows = m * out_hw[0] * out_hw[1]
+    g2 = g.reshape((rows, c_out))
+    W2 = W.reshape((width, c_out))
+    dx = dW = db = None
+    if needs[1]:
+        groups = _dw_groups(m, width, c_out, x.dtype)
+        cols = im2col(x, f, stride, top, left, out_hw).reshape((groups, rows // groups, width))
+        partial = gemm(cols, g2.reshape((groups, rows // groups, c_out)), trans_a=True)
+        dW = (partial.reshape((width, c_out)) if groups == 1 else reduce("sum", partial, (0,))).reshape(W.shape)
+    if len(needs) > 2 and needs[2]:
+        db = column_sums(g2)
+    if needs[0]:
+        dx = col2im(gemm(g2, W2, trans_b=True), x.shape, f, stride, top, left, out_hw)
+    return dx, dW, db
+
+
+# ---- pooling -------------------------------------------------------------------------------------
+@cuda.jit
+def _max_pool_forward(x, out, argmax, H, W, C, oh, ow, f, stride, top, left):
+    """out[i, h, w, c] = max of x[i, y, z, c] over the window's pixels inside the image; argmax = y·n_W + z
+    of its first maximum in row-major window order (the padding never wins)."""
+    for k in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+        c, rest = k % C, k // C
+        w, rest = rest % ow, rest // ow
+        h, i = rest % oh, rest // oh
+        y0, z0 = h * stride - top, w * stride - left
+        ya, yb = max(y0, 0), min(y0 + f, H)
+        za, zb = max(z0, 0), min(z0 + f, W)
+        best, where = x[((i * H + ya) * W + za) * C + c], ya * W + za
+        for y in range(ya, yb):
+            for z in range(za, zb):
+                v = x[((i * H + y) * W + z) * C + c]
+                if v > best:
+                    best, where = v, y * W + z
+        out[k], argmax[k] = best, where
+
+
+@cuda.jit
+def _max_pool_backward(g, argmax, dx, H, W, C, oh, ow, f, stride, top, left):
+    """dx[i, y, z, c] = Σ g[i, h, w, c] over the windows holding (y, z) whose maximum it was."""
+    for k in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
+        c, rest = k % C, k // C
+        z, rest = rest % W, rest // W
+        y, i = rest % H, rest // H
+        h0, h1 = _windows_holding(y, top, f, stride, oh)
+        w0, w1 = _windows_holding(z, left, f, stride, ow)
+        here, total = y * W + z, g[0] * 0
+        for h in range(h0, h1 + 1):
+            for w in range(w0, w1 + 1):
+                o = ((i * oh + h) * ow + w) * C + c
+                if argmax[o] == here:
+                    total += g[o]
+        dx[k] = total
+
+
+@cuda.jit
+def _avg_pool_forward(x, out, H, W, C, oh, ow, f, stride, top, left):
+    """out[i, h, w, c] = 1/f² Σ x[i, y, z, c] over the window's pixels inside the image (padding adds 0)."""
+    inv_area = 1.0 / (f * f)
+    for k in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+        c, rest = k % C, k // C
+        w, rest = rest % ow, rest // ow
+        h, i = rest % oh, rest // oh
+        y0, z0 = h * stride - top, w * stride - left
+        total = x[0] * 0
+        for y in range(max(y0, 0), min(y0 + f, H)):
+            for z in range(max(z0, 0), min(z0 + f, W)):
+                total += x[((i * H + y) * W + z) * C + c]
+        out[k] = total * inv_area
+
+
+@cuda.jit
+def _avg_pool_backward(g, dx, H, W, C, oh, ow, f, stride, top, left):
+    """dx[i, y, z, c] = 1/f² Σ g[i, h, w, c] over the windows holding (y, z)."""
+    inv_area = 1.0 / (f * f)
+    for k in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
+        c, rest = k % C, k // C
+        z, rest = rest % W, rest // W
+        y, i = rest % H, rest // H
+        h0, h1 = _windows_holding(y, top, f, stride, oh)
+        w0, w1 = _windows_holding(z, left, f, stride, ow)
+        total = g[0] * 0
+        for h in range(h0, h1 + 1):
+            for w in range(w0, w1 + 1):
+                total += g[((i * oh + h) * ow + w) * C + c]
+        dx[k] = total * inv_area
+
+
+def _pool_args(x, out_hw, f, stride, top, left):
+    m, H, W, C = x.shape
+    return (H, W, C, out_hw[0], out_hw[1], f, stride, top, left)
+
+
+def max_pool_forward(x, f: int, stride: int, top: int, left: int, out_hw: tuple):
+    """(out (m, oh, ow, C), argmax int32 of the same shape: y·n_W + z of each window's first maximum)."""
+    shape = (x.shape[0],) + tuple(out_hw) + (x.shape[3],)
+    out, argmax = device.empty(shape, x.dtype), device.empty(shape, np.int32)
+    blocks, threads = device.launch_1d(out.size)
+    _max_pool_forward[blocks, threads](_flat(x), _flat(out), _flat(argmax), *_pool_args(x, out_hw, f, stride, top,
+                                                                                         left))
+    return out, argmax
+
+
+def max_pool_backward(g, argmax, x_shape: tuple, f: int, stride: int, top: int, left: int):
+    dx = device.empty(tuple(x_shape), g.dtype)
+    blocks, threads = device.launch_1d(dx.size)
+    _max_pool_backward[blocks, threads](_flat(g), _flat(argmax), _flat(dx),
+                                        *_pool_args(dx, g.shape[1:3], f, stride, top, left))
+    return dx
+
+
+def avg_pool_forward(x, f: int, stride: int, top: int, left: int, out_hw: tuple):
+    out = device.empty((x.shape[0],) + tuple(out_hw) + (x.shape[3],), x.dtype)
+    blocks, threads = device.launch_1d(out.size)
+    _avg_pool_forward[blocks, threads](_flat(x), _flat(out), *_pool_args(x, out_hw, f, stride, top, left))
+    return out
+
+
+def avg_pool_backward(g, x_shape: tuple, f: int, stride: int, top: int, left: int):
+    dx = device.empty(tuple(x_shape), g.dtype)
+    blocks, threads = device.launch_1d(dx.size)
+    _avg_pool_backward[blocks, threads](_flat(g), _flat(dx), *_pool_args(dx, g.shape[1:3], f, stride, top, left))
+    return dx
+
+
+# ---- global average pooling ----------------------------------------------------------------------
+@cuda.jit
+def _global_avg_pool_forward(x, out, HW, C):
+    """out[i, c] = 1/(n_H·n_W) Σ_{p} x[i, p, c] (one thread per (i, c); neighbours read neighbouring c)."""
+    for k in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+        c, i = k % C, k // C
+        total = x[0] * 0
+        base = i * HW * C + c
+        for p in range(HW):
+            total += x[base + p * C]
+        out[k] = total / HW
+
+
+@cuda.jit
+def _global_avg_pool_backward(g, dx, HW, C):
+    """dx[i, p, c] = g[i, c]/(n_H·n_W)."""
+    for k in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
+        c, i = k % C, k // (HW * C)
+        dx[k] = g[i * C + c] / HW
+
+
+def global_avg_pool_forward(x):
+    m, H, W, C = x.shape
+    out = device.empty((m, C), x.dtype)
+    blocks, threads = device.launch_1d(out.size)
+    _global_avg_pool_forward[blocks, threads](_flat(x), _flat(out), H * W, C)
+    return out
+
+
+def global_avg_pool_backward(g, x_shape: tuple):
+    m, H, W, C = x_shape
+    dx = device.empty(tuple(x_shape), g.dtype)
+    blocks, threads = device.launch_1d(dx.size)
+    _global_avg_pool_backward[blocks, threads](_flat(g), _flat(dx), H * W, C)
+    return dx
+
+
+# ---- timing (benchmarks/gpu.py) ------------------------------------------------------------------
+def time_conv2d(shape=(32, 56, 56, 64), f: int = 3, n_C: int = 64, stride: int = 1, padding="same",
+                dtype="float32", repeats: int = 10, warmup: int = 2) -> dict:
+    """Seconds per conv2d forward and forward+backward (dx, dW, db) through `lamina.ops.call` on the cuda
+    backend, x of NHWC `shape`, W (f, f, shape[3], n_C): the median of `repeats` runs after `warmup`
+    (which also compiles the kernels), each ended by `cuda.synchronize()`. Also returns the FLOP count
+    of the forward (2·m·oh·ow·f²·n_C_prev·n_C) so callers can report FLOP/s; the backward does twice that."""
+    import lamina as lm
+    from lamina.ops import call
+
+    rng = np.random.default_rng(0)
+    with lm.use_backend("cuda"):
+        x = lm.tensor(rng.standard_normal(shape), requires_grad=True, dtype=dtype)
+        W = lm.tensor(rng.standard_normal((f, f, shape[3], n_C)) / math.sqrt(f * f * shape[3]), requires_grad=True,
+                      dtype=dtype)
+        b = lm.tensor(np.zeros(n_C), requires_grad=True, dtype=dtype)
+        with lm.no_grad():
+            z = call("conv2d", x, W, b, stride=stride, padding=padding)
+        upstream = lm.tensor(rng.standard_normal(z.shape), dtype=dtype)
+
+        def forward():
+            with lm.no_grad():
+                call("conv2d", x, W, b, stride=stride, padding=padding)
+
+        def forward_backward():
+            call("conv2d", x, W, b, stride=stride, padding=padding).backward(upstream)
+            x.grad = W.grad = b.grad = None
+
+        timings = {}
+        for name, step in (("forward", forward), ("forward_backward", forward_backward)):
+            samples = []
+            for run in range(warmup + repeats):
+                cuda.synchronize()
+                start = time.perf_counter()
+                step()
+                cuda.synchronize()
+                if run >= warmup:
+                    samples.append(time.perf_counter() - start)
+            timings[name] = float(np.median(samples))
+    timings["flops_forward"] = 2.0 * int(np.prod(z.shape[:3])) * f * f * shape[3] * n_C
+    return timings
