@@ -231,3 +231,29 @@ def test_adaptive_avg_pool_run_layer_test_and_errors():
     assert report.gradcheck.passed
     with pytest.raises(ShapeError, match=r"AdaptiveAvgPool2D layer 'adaptive_avg_pool2d'.*got \(0, 4\)"):
         AdaptiveAvgPool2D((0, 4))
+
+
+@pytest.mark.parametrize("variant,in_hw", [("paper", (14, 14)), ("paper", (8, 11)), ("torchvision", (6, 5))])
+def test_inception_aux_matches_torch_in_eval_mode(variant, in_hw):
+    """The side branch: pool -> 1×1 conv 128 (+ BN) + ReLU -> flatten -> FC 1024 + ReLU -> dropout -> FC."""
+    from lamina.nn.inception import InceptionAux
+
+    rng = np.random.default_rng(11)
+    with lm.set_default_dtype("float64"):
+        lm.manual_seed(11)
+        aux = InceptionAux(6, 3, in_hw=in_hw, variant=variant).eval()
+        x = rng.standard_normal((2,) + in_hw + (6,))
+        with lm.no_grad():
+            got = aux(lm.tensor(x)).numpy()
+    conv = _torch_unit(aux.conv)
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    pooled = TF.avg_pool2d(xt, 5, stride=3) if variant == "paper" else TF.adaptive_avg_pool2d(xt, (4, 4))
+    conv.eval()
+    z = conv(pooled)                                                   # (m, 128, o_H, o_W)
+    flat = z.permute(0, 2, 3, 1).reshape(2, -1)                        # Lamina flattens NHWC
+    h = torch.relu(flat @ torch.from_numpy(aux.fc1.W.numpy()) + torch.from_numpy(aux.fc1.b.numpy()))
+    want = h @ torch.from_numpy(aux.fc2.W.numpy()) + torch.from_numpy(aux.fc2.b.numpy())
+    np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-10, atol=1e-12)
+    o_h, o_w = z.shape[2:]
+    assert aux.fc1.n_in == 128 * o_h * o_w and aux.output_shape((None,) + in_hw + (6,)) == (None, 3)
+    assert aux.dropout.keep_prob == 0.3 and aux.conv.batch_norm == (variant == "torchvision")
