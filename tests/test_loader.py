@@ -185,6 +185,16 @@ def test_a_loader_error_during_fit_names_the_batch_and_leaves_no_threads():
     assert _loader_threads() == []
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_training_that_stops_inside_an_epoch_stops_the_loader_threads(workers):
+    split = _train_split()
+    poisoned = split.X.copy()
+    poisoned[split.y == 0] = np.nan                 # the first epoch meets a NaN image in some batch
+    with pytest.raises(lm.TrainingDiverged, match="epoch 1, batch"):
+        _fit(Split(poisoned, split.y, augment=A.RandomMirror()), 2, workers=workers)
+    assert _loader_threads() == []
+
+
 RECIPE = {
     "name": "tiny-augmented",
     "data": {"dataset": "digits", "images": True,
