@@ -1,0 +1,331 @@
+"""The CUDA backend's fused convolution, pooling and batch-norm kernels (lamina_cuda.kernels.convolution
+and .normalization): forward and backward parity with torch.nn.functional (NHWC <-> NCHW, HWIO <-> OIHW)
+and with the CPU backend's kernels over strides, paddings and odd sizes; that the fused kernels, not
+the composite defaults, ran; in-place running statistics; skipped gradients (needs_input_grad);
+inputs left to the defaults (NotImplemented); float64 gradient checks of cases beyond the op samples.
+
+The conformance suite and the gradient checks of the op samples run in tests/test_cuda_backend.py.
+Without a GPU these run in Numba's CUDA simulator (tests/conftest.py), so the shapes are tiny."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import lamina as lm
+from lamina.backend import load_backend
+from lamina.ops import call
+from lamina.ops.convolution import axis_padding
+from lamina.tensor import Tensor
+from lamina_cuda import device
+from lamina_cuda.kernels import convolution, normalization
+
+TOLERANCE = {"float64": 1e-9, "float32": 1e-4}
+FUSED = ("conv2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "batch_norm")
+
+
+@pytest.fixture
+def cuda():
+    return load_backend("cuda")
+
+
+def run(backend, op, arrays, dtype, upstream, requires_grad=None, **attrs):
+    """(output, gradient of each input or None) of `op` on `backend` (a name or instance) under `upstream`."""
+    backend = load_backend(backend) if isinstance(backend, str) else backend
+    requires_grad = requires_grad or (True,) * len(arrays)
+    tensors = [Tensor(np.array(a), dtype=dtype, backend=backend, requires_grad=r) for a, r in zip(arrays, requires_grad)]
+    out = call(op, *tensors, **attrs)
+    out.backward(Tensor(upstream, dtype=dtype, backend=backend))
+    return out.numpy(), [None if t.grad is None else t.grad.numpy() for t in tensors]
+
+
+def close(got, want, dtype):
+    tol = TOLERANCE[dtype]
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1.0, np.abs(want).max()))
+
+
+def torch_pads(shape, f, stride, padding):
+    """F.pad's (left, right, top, bottom) for Lamina's padding rule (TensorFlow's 'same' may be asymmetric)."""
+    (top, bottom), (left, right) = (axis_padding("test", n, f, stride, padding) for n in shape[1:3])
+    return left, right, top, bottom
+
+
+def nchw(a):
+    return torch.tensor(a).permute(0, 3, 1, 2).requires_grad_()
+
+
+def nhwc(t):
+    return t.detach().permute(0, 2, 3, 1).numpy()
+
+
+def distinct(rng, shape):
+    """Values 0.05 apart in random order: no ties, so the max's gradient is well defined."""
+    size = int(np.prod(shape))
+    return rng.permutation(size).reshape(shape) * 0.05 - size * 0.025
+
+
+# ---- conv2d ------------------------------------------------------------------------------------------
+CONV_CASES = [  # (m, n_H, n_W, C_prev, C, f, stride, padding)
+    (2, 5, 5, 1, 2, 3, 1, "valid"), (1, 5, 6, 2, 3, 3, 1, "same"), (2, 6, 5, 2, 2, 4, 1, "same"),
+    (3, 7, 6, 3, 2, 3, 2, "same"), (1, 7, 5, 2, 3, 5, 3, "same"), (2, 5, 7, 2, 2, 2, 2, 1),
+    (1, 6, 6, 3, 3, 3, 3, 2), (2, 4, 5, 3, 4, 1, 1, "valid"), (2, 5, 4, 2, 2, 1, 2, 0),
+    (1, 7, 8, 2, 2, 2, 3, "valid"),     # stride > f skips pixels
+]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+def test_conv2d_matches_torch_and_the_cpu_kernel(case, dtype):
+    m, n_H, n_W, c_prev, c, f, stride, padding = case
+    rng = np.random.default_rng(sum(case[:7]))
+    x, W, b = rng.standard_normal((m, n_H, n_W, c_prev)), rng.standard_normal((f, f, c_prev, c)), rng.standard_normal(c)
+    with lm.no_grad():
+        z_shape = call("conv2d", Tensor(x, backend=load_backend("cpu")), Tensor(W, backend=load_backend("cpu")),
+                       stride=stride, padding=padding).shape
+    g = rng.standard_normal(z_shape)
+    got, grads = run("cuda", "conv2d", (x, W, b), dtype, g, stride=stride, padding=padding)
+
+    xt, Wt, bt = nchw(x), torch.tensor(W).permute(3, 2, 0, 1).requires_grad_(), torch.tensor(b).requires_grad_()
+    zt = TF.conv2d(TF.pad(xt, torch_pads(x.shape, f, stride, padding)), Wt, bt, stride=stride)
+    zt.backward(torch.tensor(g).permute(0, 3, 1, 2))
+    close(got, nhwc(zt), dtype)
+    close(grads[0], nhwc(xt.grad), dtype)
+    close(grads[1], Wt.grad.permute(2, 3, 1, 0).numpy(), dtype)
+    close(grads[2], bt.grad.numpy(), dtype)
+
+    want, want_grads = run("cpu", "conv2d", (x, W, b), dtype, g, stride=stride, padding=padding)
+    close(got, want, dtype)
+    for k in range(3):
+        close(grads[k], want_grads[k], dtype)
+
+
+def test_the_fused_kernels_run_not_the_composite_defaults(cuda, monkeypatch):
+    assert all(name in cuda.kernels for name in FUSED)
+    calls = []
+    for name in ("im2col", "col2im", "max_pool_forward", "max_pool_backward", "avg_pool_forward",
+                 "avg_pool_backward", "global_avg_pool_forward", "global_avg_pool_backward"):
+        original = getattr(convolution, name)
+        monkeypatch.setattr(convolution, name, lambda *a, _name=name, _f=original, **k: calls.append(_name) or _f(*a, **k))
+    original_bn = normalization.batch_norm_forward
+    monkeypatch.setattr(normalization, "batch_norm_forward",
+                        lambda *a, **k: calls.append("batch_norm_forward") or original_bn(*a, **k))
+    monkeypatch.setattr("lamina.ops.convolution._windows", _refuse)     # every pooling/conv default gathers windows
+    rng = np.random.default_rng(0)
+    x = distinct(rng, (1, 4, 4, 2))
+    run(cuda, "conv2d", (x, rng.standard_normal((3, 3, 2, 2))), "float64", rng.standard_normal((1, 4, 4, 2)),
+        padding="same")
+    run(cuda, "max_pool2d", (x,), "float64", rng.standard_normal((1, 2, 2, 2)), f=2)
+    run(cuda, "avg_pool2d", (x,), "float64", rng.standard_normal((1, 2, 2, 2)), f=2)
+    run(cuda, "global_avg_pool2d", (x,), "float64", rng.standard_normal((1, 2)))
+    run(cuda, "batch_norm", (x, np.ones(2), np.zeros(2), np.zeros(2), np.ones(2)), "float64",
+        rng.standard_normal(x.shape), requires_grad=(True, True, True, False, False), training=True)
+    assert calls == ["im2col", "im2col", "col2im", "max_pool_forward", "max_pool_backward", "avg_pool_forward",
+                     "avg_pool_backward", "global_avg_pool_forward", "global_avg_pool_backward", "batch_norm_forward"]
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError("the composite default ran instead of the fused CUDA kernel")
+
+
+def _count_calls(monkeypatch, module, names):
+    calls = {name: 0 for name in names}
+    for name in names:
+        def spy(*args, _name=name, _original=getattr(module, name), **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(module, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize("requires_grad", [(False, True, False), (True, False, False), (False, False, True)])
+def test_conv2d_skips_the_gradients_nobody_needs(cuda, monkeypatch, requires_grad):
+    rng = np.random.default_rng(1)
+    x, W, b = rng.standard_normal((2, 5, 5, 2)), rng.standard_normal((3, 3, 2, 3)), rng.standard_normal(3)
+    g = rng.standard_normal((2, 3, 3, 3))
+    _, want = run("cpu", "conv2d", (x, W, b), "float64", g)
+    calls = _count_calls(monkeypatch, convolution, ("im2col", "col2im"))
+    sums = _count_calls(monkeypatch, convolution, ("column_sums",))
+    _, grads = run(cuda, "conv2d", (x, W, b), "float64", g, requires_grad=requires_grad)
+    for k, needed in enumerate(requires_grad):
+        if needed:
+            close(grads[k], want[k], "float64")
+        else:
+            assert grads[k] is None
+    # the forward builds the columns once; the backward rebuilds them only for dW, runs col2im only for dx
+    assert calls == {"im2col": 1 + requires_grad[1], "col2im": int(requires_grad[0])}
+    assert sums == {"column_sums": int(requires_grad[2])}
+
+
+@pytest.mark.parametrize("target", [1, 2, 1000])
+def test_conv2d_weight_gradient_summed_over_image_groups(cuda, monkeypatch, target):
+    """dW is computed per group of images (a batched product) and summed: every split gives the same dW."""
+    monkeypatch.setattr(convolution, "DW_TARGET_BLOCKS", target)
+    rng = np.random.default_rng(2)
+    x, W = rng.standard_normal((6, 4, 4, 2)), rng.standard_normal((3, 3, 2, 2))
+    g = rng.standard_normal((6, 2, 2, 2))
+    groups = convolution._dw_groups(6, 18, 2, np.float64)
+    assert 6 % groups == 0 and groups == (1 if target == 1 else 2 if target == 2 else 6)
+    _, grads = run(cuda, "conv2d", (x, W), "float64", g)
+    _, want = run("cpu", "conv2d", (x, W), "float64", g)
+    close(grads[1], want[1], "float64")
+    close(grads[0], want[0], "float64")
+
+
+# ---- pooling -----------------------------------------------------------------------------------------
+POOL_CASES = [  # (m, n_H, n_W, C, f, stride, padding)
+    (2, 4, 4, 2, 2, None, 0), (1, 5, 5, 3, 3, 1, 1), (2, 7, 6, 1, 3, 2, 0), (1, 5, 7, 2, 2, 3, "same"),
+    (1, 6, 5, 2, 3, 1, "same"), (1, 7, 7, 2, 4, 2, 2), (2, 5, 6, 1, 3, 3, "valid"),
+]
+
+
+def torch_pool(op, x, g, f, stride, padding):
+    stride = f if stride is None else stride
+    xt = nchw(x)
+    padded = TF.pad(xt, torch_pads(x.shape, f, stride, padding), value=-np.inf if op == "max_pool2d" else 0.0)
+    pool = TF.max_pool2d if op == "max_pool2d" else TF.avg_pool2d
+    out = pool(padded, f, stride)
+    out.backward(torch.tensor(g).permute(0, 3, 1, 2))
+    return nhwc(out), nhwc(xt.grad)
+
+
+@pytest.mark.parametrize("op", ["max_pool2d", "avg_pool2d"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", POOL_CASES, ids=str)
+def test_pooling_matches_torch_and_the_cpu_kernel(op, case, dtype):
+    m, n_H, n_W, c, f, stride, padding = case
+    rng = np.random.default_rng(n_H * n_W + f)
+    x = distinct(rng, (m, n_H, n_W, c))
+    with lm.no_grad():
+        out_shape = call(op, Tensor(x, backend=load_backend("cpu")), f=f, stride=stride, padding=padding).shape
+    g = rng.standard_normal(out_shape)
+    got, (dx,) = run("cuda", op, (x,), dtype, g, f=f, stride=stride, padding=padding)
+    want, want_dx = torch_pool(op, x, g, f, stride, padding)
+    close(got, want, dtype)
+    close(dx, want_dx, dtype)
+    cpu, (cpu_dx,) = run("cpu", op, (x,), dtype, g, f=f, stride=stride, padding=padding)
+    close(got, cpu, dtype)
+    close(dx, cpu_dx, dtype)
+
+
+def test_max_pool_gives_a_tie_to_the_first_maximum_as_torch_and_the_cpu_kernel():
+    x = np.zeros((1, 4, 4, 1))
+    x[0, 1:3, 1:3, 0] = 1.0                  # overlapping windows (stride 1) share the tied maxima
+    g = np.arange(1.0, 10.0).reshape(1, 3, 3, 1)
+    _, (dx,) = run("cuda", "max_pool2d", (x,), "float64", g, f=2, stride=1)
+    _, want = torch_pool("max_pool2d", x, g, 2, 1, 0)
+    np.testing.assert_array_equal(dx, want)
+    _, (cpu_dx,) = run("cpu", "max_pool2d", (x,), "float64", g, f=2, stride=1)
+    np.testing.assert_array_equal(dx, cpu_dx)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_global_avg_pool_matches_torch(dtype):
+    rng = np.random.default_rng(3)
+    x, g = rng.standard_normal((2, 3, 5, 4)), rng.standard_normal((2, 4))
+    got, (dx,) = run("cuda", "global_avg_pool2d", (x,), dtype, g)
+    xt = torch.tensor(x).requires_grad_()
+    out = xt.mean(dim=(1, 2))
+    out.backward(torch.tensor(g))
+    close(got, out.detach().numpy(), dtype)
+    close(dx, xt.grad.numpy(), dtype)
+
+
+# ---- batch normalization -----------------------------------------------------------------------------
+BN_SHAPES = [(6, 3), (2, 3, 3, 4), (70, 2), (1, 2, 3, 5)]     # (70, 2): more than one chunk of CHUNK_ROWS rows
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("shape", BN_SHAPES, ids=str)
+def test_batch_norm_matches_torch_and_updates_running_stats_in_place(shape, dtype, training, cuda):
+    rng = np.random.default_rng(len(shape) * 10 + shape[-1])
+    c = shape[-1]
+    x = rng.standard_normal(shape) * rng.uniform(0.5, 2.0, c) + 3.0
+    gamma, beta = rng.uniform(0.5, 1.5, c), rng.standard_normal(c) * 0.1
+    mean0, var0 = rng.standard_normal(c) * 0.1, rng.uniform(0.5, 1.5, c)
+    g = rng.standard_normal(shape)
+    tensors = [Tensor(a, dtype=dtype, backend=cuda, requires_grad=k < 3) for k, a in
+               enumerate((x, gamma, beta, mean0, var0))]
+    stats = (tensors[3].data, tensors[4].data)
+    out = call("batch_norm", *tensors, training=training, momentum=0.9, epsilon=1e-5)
+    out.backward(Tensor(g, dtype=dtype, backend=cuda))
+    assert (tensors[3].data, tensors[4].data) == stats            # the same device arrays, updated in place
+
+    xt, gt, bt = (torch.tensor(a).requires_grad_() for a in (x.reshape(-1, c), gamma, beta))
+    rm, rv = torch.tensor(mean0), torch.tensor(var0)
+    want = TF.batch_norm(xt, rm, rv, gt, bt, training=training, momentum=0.1, eps=1e-5)
+    want.backward(torch.tensor(g.reshape(-1, c)))
+    close(out.numpy(), want.detach().numpy().reshape(shape), dtype)
+    close(tensors[0].grad.numpy(), xt.grad.numpy().reshape(shape), dtype)
+    close(tensors[1].grad.numpy(), gt.grad.numpy(), dtype)
+    close(tensors[2].grad.numpy(), bt.grad.numpy(), dtype)
+    close(stats[0].copy_to_host(), rm.numpy(), dtype)
+    close(stats[1].copy_to_host(), rv.numpy(), dtype)
+
+
+def test_batch_norm_inference_gives_the_running_stats_their_gradients_as_the_cpu_kernel(cuda):
+    rng = np.random.default_rng(4)
+    arrays = (rng.standard_normal((5, 3)), rng.uniform(0.5, 1.5, 3), rng.standard_normal(3), rng.standard_normal(3),
+              rng.uniform(0.5, 1.5, 3))
+    g = rng.standard_normal((5, 3))
+    got, grads = run(cuda, "batch_norm", arrays, "float64", g, training=False)
+    want, want_grads = run("cpu", "batch_norm", arrays, "float64", g, training=False)
+    close(got, want, "float64")
+    for k in range(5):
+        close(grads[k], want_grads[k], "float64")
+
+
+def test_batch_norm_skips_the_gradients_nobody_needs(cuda):
+    rng = np.random.default_rng(5)
+    arrays = [cuda.asarray(a, np.float64) for a in (rng.standard_normal((6, 2)), np.ones(2), np.zeros(2),
+                                                    np.zeros(2), np.ones(2))]
+    out, backprop = cuda.kernels["batch_norm"](*arrays, training=True,
+                                               needs_input_grad=(False, True, False, False, False))
+    grads = backprop(cuda.asarray(rng.standard_normal((6, 2)), np.float64))
+    assert grads[0] is None and grads[1] is not None and grads[2:] == (None, None, None)
+
+
+# ---- inputs left to the composite defaults -----------------------------------------------------------
+def test_kernels_decline_what_they_do_not_handle(cuda):
+    f64 = lambda *s: cuda.asarray(np.ones(s), np.float64)  # noqa: E731
+    f32 = lambda *s: cuda.asarray(np.ones(s), np.float32)  # noqa: E731
+    assert cuda.kernels["conv2d"](f64(1, 4, 4, 2), f32(3, 3, 2, 2)) is NotImplemented        # mixed dtypes
+    assert cuda.kernels["conv2d"](f64(0, 4, 4, 2), f64(3, 3, 2, 2)) is NotImplemented        # empty batch
+    assert cuda.kernels["max_pool2d"](f64(1, 4, 4, 1), f=2, padding=2) is NotImplemented      # padding > f/2
+    assert cuda.kernels["avg_pool2d"](cuda.asarray(np.ones((1, 4, 4, 1)), np.int64), f=2) is NotImplemented
+    assert cuda.kernels["batch_norm"](f64(4, 3, 2), *(f64(3) for _ in range(4)), training=True,
+                                      axis=1) is NotImplemented                               # not the last axis
+
+
+def test_batch_norm_over_a_middle_axis_falls_back_to_the_default(cuda):
+    rng = np.random.default_rng(6)
+    arrays = (rng.standard_normal((4, 3, 2)), np.ones(3), np.zeros(3), np.zeros(3), np.ones(3))
+    g = rng.standard_normal((4, 3, 2))
+    got, grads = run(cuda, "batch_norm", arrays, "float64", g, requires_grad=(True, True, True, False, False),
+                     training=True, axis=1)
+    want, want_grads = run("cpu", "batch_norm", arrays, "float64", g, requires_grad=(True, True, True, False, False),
+                           training=True, axis=1)
+    close(got, want, "float64")
+    close(grads[0], want_grads[0], "float64")
+
+
+# ---- float64 gradient checks beyond the op samples ---------------------------------------------------
+@pytest.mark.parametrize("op, shapes, attrs", [
+    ("conv2d", [(2, 5, 4, 2), (3, 3, 2, 2), (2,)], {"stride": 2, "padding": "same"}),
+    ("conv2d", [(3, 4, 4, 1), (2, 2, 1, 3)], {"stride": 1, "padding": 1}),
+    ("avg_pool2d", [(1, 5, 6, 2)], {"f": 3, "stride": 2, "padding": 1}),
+    ("global_avg_pool2d", [(2, 3, 2, 3)], {}),
+    ("batch_norm", [(7, 3), (3,), (3,)], {"training": True}),
+    ("batch_norm", [(2, 2, 3), (3,), (3,), (3,), (3,)], {"training": False}),
+], ids=lambda v: str(v) if not isinstance(v, list) else "")
+def test_gradcheck(op, shapes, attrs, cuda):
+    rng = np.random.default_rng(7)
+    tensors = [Tensor(rng.standard_normal(s) + (1.5 if op == "batch_norm" and k == 4 else 0.0), dtype="float64",
+                      backend=cuda) for k, s in enumerate(shapes)]
+    extra = []
+    if op == "batch_norm" and len(tensors) == 3:     # running statistics that gradcheck does not vary
+        extra = [Tensor(np.zeros(3), dtype="float64", backend=cuda), Tensor(np.ones(3), dtype="float64", backend=cuda)]
+    with lm.no_grad():
+        out_shape = call(op, *tensors, *extra, **attrs).shape
+    upstream = Tensor(rng.standard_normal(out_shape), dtype="float64", backend=cuda)
+    result = lm.gradcheck(lambda *ts: (call(op, *ts, *extra, **attrs) * upstream).sum(), tensors)
+    assert result.passed and result.relative_difference < 1e-7, result
