@@ -257,3 +257,15 @@ def test_inception_aux_matches_torch_in_eval_mode(variant, in_hw):
     o_h, o_w = z.shape[2:]
     assert aux.fc1.n_in == 128 * o_h * o_w and aux.output_shape((None,) + in_hw + (6,)) == (None, 3)
     assert aux.dropout.keep_prob == 0.3 and aux.conv.batch_norm == (variant == "torchvision")
+
+
+def test_summary_shapes_each_branch_from_the_input_and_ends_with_the_concatenation():
+    block = InceptionModule(192, 64, 96, 128, 16, 32, 32)
+    lines = block.summary((28, 28, 192), print_fn=None).splitlines()
+    rows = {line.split(" (")[0]: line for line in lines[3:8]}
+    assert list(rows) == ["branch1", "branch2", "branch3", "branch4", "concatenate"]
+    for key, shape in (("branch1", 64), ("branch2", 128), ("branch3", 32), ("branch4", 32), ("concatenate", 256)):
+        assert f"(None, 28, 28, {shape})" in rows[key], rows[key]
+    assert rows["branch1"].startswith("branch1 (ConvUnit 192 -> 64")
+    assert "Total params: 163,696" in lines[-3]
+    assert "?" in block.summary(print_fn=None).splitlines()[3]        # no input shape: shapes unknown

@@ -19,7 +19,7 @@ from .errors import LaminaError, ShapeError
 from .losses import Loss, SoftmaxCrossEntropy
 from .nn import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, InceptionModule, Layer,
                  LocalResponseNorm, MaxPool2D, ReLU, ResidualBlock, Sequential, Tanh)
-from .nn.inception import ConvUnit, InceptionAux
+from .nn.inception import ConvUnit, InceptionAux, summary_row, summary_view
 
 #: the builders (recipes name them as [model] builder = "..."); the classes below are public too
 __all__ = ["lenet5", "alexnet", "vgg16", "resnet18", "resnet34", "resnet50", "googlenet"]
@@ -181,21 +181,6 @@ class AuxiliaryLoss(Loss):
         return f"AuxiliaryLoss({self.loss!r}, aux_weight={self.aux_weight})"
 
 
-class SideBranch(Layer):
-    """GoogLeNet.summary's row for a side branch: its output shape from the tapped module's output shape,
-    whatever row precedes it in the table."""
-
-    def __init__(self, head: Layer, tap: str, tap_shape):
-        super().__init__(head.name)
-        self.head, self.tap, self.tap_shape = head, tap, tap_shape
-
-    def output_shape(self, input_shape):
-        return self.head.output_shape(self.tap_shape) if self.tap_shape is not None else None
-
-    def describe(self) -> str:
-        return f"{type(self.head).__name__} {self.head.describe()}, on {self.tap}'s output, training only"
-
-
 class GoogLeNet(Layer):
     """GoogLeNet / Inception v1 (Szegedy et al. 2014, "Going deeper with convolutions"; §4.10) on NHWC images:
 
@@ -281,14 +266,12 @@ class GoogLeNet(Layer):
 
     def summary(self, input_shape=None, print_fn=print) -> str:
         """Layer.summary's table: the trunk's rows, then each side branch's, shaped from the module it reads."""
-        view = Layer(self.name)
-        for key in self.trunk:
-            setattr(view, key, getattr(self, key))
+        rows = {key: getattr(self, key) for key in self.trunk}
         if self.aux_logits:
             shapes = self._trunk_shapes((None,) + tuple(input_shape)) if input_shape is not None else {}
             for aux, tap in AUX_TAPS.items():
-                setattr(view, aux, SideBranch(getattr(self, aux), tap, shapes.get(tap)))
-        return view.summary(input_shape, print_fn=print_fn)
+                rows[aux] = summary_row(getattr(self, aux), f"{tap}'s output, training only", shapes.get(tap))
+        return summary_view(self.name, rows).summary(input_shape, print_fn=print_fn)
 
     def describe(self) -> str:
         return f"{self.variant}, {self.num_classes} classes{', side branches' if self.aux_logits else ''}"

@@ -3,6 +3,8 @@ parallel branches (1×1, 3×3, 5×5 convolutions and a same-padded max pool) are
 Also the pieces GoogLeNet's side branches need: `ConvUnit` and `AdaptiveAvgPool2D`."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .. import functional as F
@@ -42,6 +44,46 @@ class ConvUnit(Layer):
             ", ReLU"
 
 
+class SummaryRow(Layer):
+    """A row of a summary table for a layer that reads `source`'s output (shape `source_shape`) rather than
+    the row above's: parallel branches, side branches. `layer=None` makes a parameter-free row whose shape is
+    `source_shape` itself (e.g. the concatenation of branches)."""
+
+    def __init__(self, layer: Layer | None, source: str, source_shape, name: str | None = None):
+        super().__init__(name or (layer.name if layer is not None else source))
+        self.layer, self.source, self.source_shape = layer, source, source_shape
+
+    def output_shape(self, input_shape):
+        if self.source_shape is None or self.layer is None:
+            return self.source_shape
+        return self.layer.output_shape(self.source_shape)
+
+    def describe(self) -> str:
+        if self.layer is None:
+            return self.source
+        inner = self.layer.describe()
+        return f"{inner + ', ' if inner else ''}on {self.source}"
+
+
+@functools.lru_cache(maxsize=None)
+def _row_class(title: str) -> type:
+    """A SummaryRow subclass named `title`: Layer.summary labels a row with its class's name."""
+    return type(title, (SummaryRow,), {"__doc__": SummaryRow.__doc__})
+
+
+def summary_row(layer: Layer | None, source: str, source_shape, title: str | None = None) -> SummaryRow:
+    """A SummaryRow titled like the layer it shows (or `title`)."""
+    return _row_class(title or type(layer).__name__)(layer, source, source_shape)
+
+
+def summary_view(name: str, rows: dict) -> Layer:
+    """A parameter-holding stand-in whose Layer.summary lists `rows` ({key: layer}) in order."""
+    view = Layer(name)
+    for key, layer in rows.items():
+        setattr(view, key, layer)
+    return view
+
+
 class InceptionModule(Layer):
     """The Inception module (§4.10, Szegedy et al. 2014, figure 2b): four branches on the same input,
     concatenated on channels,
@@ -54,6 +96,8 @@ class InceptionModule(Layer):
     "reduce" convolutions are the bottlenecks of §4.9. `f_5x5` is the wide branch's filter size: 5 in the
     paper; torchvision's GoogLeNet uses 3 there (a known quirk kept for weight compatibility).
     """
+
+    BRANCHES = ("branch1", "branch2", "branch3", "branch4")
 
     def __init__(self, n_in: int, n_1x1: int, n_3x3_reduce: int, n_3x3: int, n_5x5_reduce: int, n_5x5: int,
                  pool_proj: int, batch_norm: bool = False, f_5x5: int = 5, name: str | None = None):
@@ -81,13 +125,21 @@ class InceptionModule(Layer):
 
     def forward(self, x):
         _check_image(self, x, self.n_in)
-        return F.concatenate([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], axis=-1)
+        return F.concatenate([getattr(self, key)(x) for key in self.BRANCHES], axis=-1)
 
     def output_shape(self, input_shape):
         if len(input_shape) != 4 or input_shape[3] != self.n_in:
             raise ShapeError(f"InceptionModule layer {self.name!r}: expected NHWC input (m, n_H, n_W, {self.n_in}), "
                              f"got shape {tuple(input_shape)}")
         return tuple(input_shape[:3]) + (self.n_out,)
+
+    def summary(self, input_shape=None, print_fn=print) -> str:
+        """Layer.summary's table: each branch shaped from the module's input, then their concatenation."""
+        shape = (None,) + tuple(input_shape) if input_shape is not None else None
+        rows = {key: summary_row(getattr(self, key), "the input", shape) for key in self.BRANCHES}
+        rows["concatenate"] = summary_row(None, "on channels", self.output_shape(shape) if shape is not None
+                                          else None, title="Concatenate")
+        return summary_view(self.name, rows).summary(input_shape, print_fn=print_fn)
 
     def describe(self) -> str:
         n_1x1, n_3x3, n_5x5, pool_proj = self.widths
