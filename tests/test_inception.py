@@ -269,3 +269,54 @@ def test_summary_shapes_each_branch_from_the_input_and_ends_with_the_concatenati
     assert rows["branch1"].startswith("branch1 (ConvUnit 192 -> 64")
     assert "Total params: 163,696" in lines[-3]
     assert "?" in block.summary(print_fn=None).splitlines()[3]        # no input shape: shapes unknown
+
+
+def test_usable_from_a_recipe_by_registered_names():
+    """A config describes the layers by name; n_in comes from the previous layer's output channels."""
+    import tomllib
+
+    from lamina.recipes import Recipe
+
+    recipe = Recipe.from_dict(tomllib.loads('''
+        [data]
+        dataset = "digits"
+        [loss]
+        name = "auxiliary"
+        [optimizer]
+        name = "sgd"
+        lr = 0.1
+        [[model.layers]]
+        type = "conv2d"
+        n_C = 4
+        f = 3
+        padding = "same"
+        activation = "relu"
+        [[model.layers]]
+        type = "local_response_norm"
+        size = 3
+        [[model.layers]]
+        type = "inception"
+        n_1x1 = 2
+        n_3x3_reduce = 2
+        n_3x3 = 3
+        n_5x5_reduce = 1
+        n_5x5 = 2
+        pool_proj = 1
+        batch_norm = true
+        f_5x5 = 3
+        [[model.layers]]
+        type = "adaptive_avg_pool2d"
+        output_size = 2
+        [[model.layers]]
+        type = "flatten"
+        [[model.layers]]
+        type = "dense"
+        n_out = 10
+    '''))
+    model = recipe.build_model((8, 8, 1))
+    assert isinstance(model[2], InceptionModule) and model[2].n_in == 4 and model[2].n_out == 8
+    assert model.output_shape((None, 8, 8, 1)) == (None, 10)
+    out = model(lm.tensor(np.random.default_rng(0).standard_normal((3, 8, 8, 1)).astype(np.float32)))
+    assert out.shape == (3, 10)
+    loss = recipe.build_loss()
+    assert float(loss(out, lm.tensor(np.array([0, 1, 2]))).numpy()) > 0
