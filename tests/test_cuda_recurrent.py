@@ -1,0 +1,310 @@
+"""The CUDA backend's fused sequence kernels (§5.1–5.6) and its concatenate and local response normalization
+(§4.7, 4.10): forward and backward against the CPU backend's kernels (masks, initial states, every `returns`, both
+GRU formulations, the peephole LSTM, float32 and float64) and against PyTorch CPU (torch.nn.RNN/GRU/LSTM with the
+weights mapped, the seed's variants written in torch, F.embedding, torch.cat, F.local_response_norm); that the
+fused kernels ran (spies); `needs_input_grad`; float64 gradient checks on the device.
+
+Without an NVIDIA GPU these run in Numba's CUDA simulator (tests/conftest.py), hence the tiny shapes."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+from lamina.backend import load_backend
+from lamina.gradcheck import gradcheck
+from lamina.ops import call
+from lamina.tensor import Tensor
+from lamina_cuda.kernels import joining, recurrent
+
+TOLERANCE = {"float64": 1e-10, "float32": 2e-5}
+M, T, N_X, N_A = 3, 4, 3, 2
+#: the rows of one mask: full length, a prefix of 2, and a hole at step 1 (a padded step between real ones)
+MASKS = {"none": None, "padded": np.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 1, 1]], np.uint8)}
+#: (op, attrs, peephole)
+VARIANTS = {"rnn": ("rnn", {}, False), "gru": ("gru", {"reset_after": True}, False),
+            "seed_gru": ("gru", {"reset_after": False}, False), "lstm": ("lstm", {}, False),
+            "peephole_lstm": ("lstm", {}, True)}
+N_GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+
+
+@pytest.fixture(scope="module")
+def cuda():
+    return load_backend("cuda")
+
+
+@pytest.fixture(scope="module")
+def cpu():
+    return load_backend("cpu")
+
+
+def sequence_inputs(op, rng, peephole=False, dtype="float64", m=M, steps=T):
+    """x, a<0> [, c<0>], W_x, W_a, biases (GRU: b_x, b_a) [, P] as NumPy arrays."""
+    G = N_GATES[op] * N_A
+    r = lambda *s: (rng.standard_normal(s) * 0.6).astype(dtype)  # noqa: E731
+    states = [r(m, N_A) for _ in range(2 if op == "lstm" else 1)]
+    biases = [r(G) for _ in range(2 if op == "gru" else 1)]
+    return [r(m, steps, N_X), *states, r(N_X, G), r(N_A, G), *biases] + ([r(3, N_A)] if peephole else [])
+
+
+def run(backend, op, arrays, upstream, requires_grad=None, **attrs):
+    """(output, gradient of every input or None) of `op` on `backend` under the upstream gradient."""
+    requires_grad = requires_grad or [np.asarray(a).dtype.kind == "f" for a in arrays]
+    tensors = [Tensor(a, dtype=np.asarray(a).dtype, backend=backend, requires_grad=rg)
+               for a, rg in zip(arrays, requires_grad)]
+    out = call(op, *tensors, **attrs)
+    (out * Tensor(upstream, dtype=out.dtype, backend=backend)).sum().backward()
+    return out.numpy(), [None if t.grad is None else t.grad.numpy() for t in tensors]
+
+
+def close(got, want, dtype, what=""):
+    tol = TOLERANCE[str(np.dtype(dtype))]
+    np.testing.assert_allclose(got, want, rtol=tol * 10, atol=tol * max(1.0, float(np.abs(want).max())), err_msg=what)
+
+
+def assert_same_run(got, want, dtype):
+    close(got[0], want[0], dtype, "output")
+    for k, (g, w) in enumerate(zip(got[1], want[1])):
+        assert (g is None) == (w is None), f"gradient of input {k}: {g} vs {w}"
+        if w is not None:
+            assert g.dtype == w.dtype
+            close(g, w, dtype, f"gradient of input {k}")
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Counts the calls of the fused launchers the backend's kernels go through."""
+    calls = []
+
+    def watch(module, name):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, **k: calls.append(name) or original(*a, **k))
+
+    for module, name in [(recurrent, "sequence"), (recurrent, "embedding"), (joining, "concatenate"),
+                         (joining, "split"), (joining, "local_response_norm")]:
+        watch(module, name)
+    return calls
+
+
+# ---- the recurrences against the CPU backend's kernels -------------------------------------------------
+@pytest.mark.parametrize("masked", list(MASKS))
+@pytest.mark.parametrize("returns", ["sequence", "state", "both"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_sequence_matches_cpu_kernels(cuda, cpu, spy, variant, returns, masked):
+    op, attrs, peephole = VARIANTS[variant]
+    rng = np.random.default_rng(17)
+    arrays = sequence_inputs(op, rng, peephole)
+    attrs = dict(attrs, returns=returns, mask=MASKS[masked])
+    shape = call(op, *(Tensor(a, dtype=a.dtype, backend=cpu) for a in arrays), **attrs).shape
+    upstream = rng.standard_normal(shape)
+    assert_same_run(run(cuda, op, arrays, upstream, **attrs), run(cpu, op, arrays, upstream, **attrs), "float64")
+    assert spy == ["sequence"]
+
+
+@pytest.mark.parametrize("variant", ["gru", "seed_gru", "peephole_lstm"])
+def test_float32_sequence_matches_cpu_kernels(cuda, cpu, variant):
+    op, attrs, peephole = VARIANTS[variant]
+    rng = np.random.default_rng(5)
+    arrays = sequence_inputs(op, rng, peephole, dtype="float32")
+    attrs = dict(attrs, returns="both", mask=MASKS["padded"])
+    upstream = rng.standard_normal((M, T + (2 if op == "lstm" else 1), N_A)).astype(np.float32)
+    assert_same_run(run(cuda, op, arrays, upstream, **attrs), run(cpu, op, arrays, upstream, **attrs), "float32")
+
+
+def test_padded_steps_output_zero_and_carry_the_state(cuda):
+    """The hole at step 1 of row 2: output 0 there, and a<2> computed from a<0> as if the step were absent."""
+    op, mask = "lstm", MASKS["padded"]
+    arrays = sequence_inputs(op, np.random.default_rng(3))
+    tensors = [Tensor(a, dtype=a.dtype, backend=cuda) for a in arrays]
+    out = call(op, *tensors, mask=mask, returns="both").numpy()
+    np.testing.assert_array_equal(out[:, :T][mask == 0], 0.0)
+    x, a0, c0, *weights = arrays
+    skipped = [Tensor(a, dtype=a.dtype, backend=cuda) for a in [x[2:3, [0, 2, 3]], a0[2:3], c0[2:3], *weights]]
+    alone = call(op, *skipped, returns="both").numpy()[0]
+    close(out[2, [0, 2, 3]], alone[:3], "float64")
+    close(out[2, T:], alone[3:], "float64")
+
+
+# ---- against PyTorch -------------------------------------------------------------------------------------
+def to_torch_layout(op, W):
+    """Lamina's gate column blocks -> torch's row blocks: LSTM [u f o c̃] -> [i f g o]; GRU [r u c̃] -> [r z n] with
+    z = 1 − Γ_u (u's pre-activation negated)."""
+    blocks = np.split(np.asarray(W), N_GATES[op], axis=-1)
+    if op == "lstm":
+        blocks = [blocks[0], blocks[1], blocks[3], blocks[2]]
+    if op == "gru":
+        blocks = [blocks[0], -blocks[1], blocks[2]]
+    return torch.tensor(np.concatenate(blocks, axis=-1).T)
+
+
+def from_torch_layout(op, grad):
+    blocks = np.split(grad.numpy().T, N_GATES[op], axis=-1)
+    if op == "lstm":
+        blocks = [blocks[0], blocks[1], blocks[3], blocks[2]]
+    if op == "gru":
+        blocks = [blocks[0], -blocks[1], blocks[2]]
+    return np.concatenate(blocks, axis=-1)
+
+
+@pytest.mark.parametrize("op", ["rnn", "gru", "lstm"])
+def test_sequence_matches_torch_modules(cuda, op):
+    rng = np.random.default_rng(11)
+    arrays = sequence_inputs(op, rng)
+    n_states = 2 if op == "lstm" else 1
+    x, states, (W_x, W_a, *biases) = arrays[0], arrays[1:1 + n_states], arrays[1 + n_states:]
+    b_x, b_a = biases if op == "gru" else (biases[0], np.zeros_like(biases[0]))
+    module = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[op](N_X, N_A, batch_first=True).double()
+    for name, value in [("weight_ih_l0", W_x), ("weight_hh_l0", W_a), ("bias_ih_l0", b_x), ("bias_hh_l0", b_a)]:
+        getattr(module, name).data = to_torch_layout(op, value)
+    xt = torch.tensor(x, requires_grad=True)
+    st = [torch.tensor(s[None], requires_grad=True) for s in states]
+    y, h = module(xt, tuple(st) if op == "lstm" else st[0])
+    want = torch.cat([y] + [f.permute(1, 0, 2) for f in (h if op == "lstm" else (h,))], 1)
+    upstream = rng.standard_normal(want.shape)
+    (want * torch.tensor(upstream)).sum().backward()
+    params = dict(module.named_parameters())
+    want_grads = [xt.grad.numpy()] + [s.grad.numpy()[0] for s in st]
+    want_grads += [from_torch_layout(op, params[name].grad) for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0")]
+    if op == "gru":
+        want_grads.append(from_torch_layout(op, params["bias_hh_l0"].grad))
+    assert_same_run(run(cuda, op, arrays, upstream, returns="both"), (want.detach().numpy(), want_grads), "float64")
+
+
+def torch_seed_gru(x, a, W_x, W_a, b_x, b_a):
+    n, outs = a.shape[1], []
+    for t in range(x.shape[1]):
+        p = x[:, t] @ W_x + b_x
+        r = torch.sigmoid(p[:, :n] + a @ W_a[:, :n] + b_a[:n])
+        u = torch.sigmoid(p[:, n:2 * n] + a @ W_a[:, n:2 * n] + b_a[n:2 * n])
+        c = torch.tanh(p[:, 2 * n:] + (r * a) @ W_a[:, 2 * n:] + b_a[2 * n:])
+        a = u * c + (1 - u) * a
+        outs.append(a)
+    return torch.stack(outs + [a], 1)
+
+
+def torch_peephole_lstm(x, a, c, W_x, W_a, b, P):
+    n, outs = a.shape[1], []
+    for t in range(x.shape[1]):
+        z = x[:, t] @ W_x + a @ W_a + b
+        u = torch.sigmoid(z[:, :n] + P[0] * c)
+        f = torch.sigmoid(z[:, n:2 * n] + P[1] * c)
+        o = torch.sigmoid(z[:, 2 * n:3 * n] + P[2] * c)
+        c = u * torch.tanh(z[:, 3 * n:]) + f * c
+        a = o * torch.tanh(c)
+        outs.append(a)
+    return torch.stack(outs + [a, c], 1)
+
+
+@pytest.mark.parametrize("variant", ["seed_gru", "peephole_lstm"])
+def test_seed_variants_match_torch_formulas(cuda, variant):
+    op, attrs, peephole = VARIANTS[variant]
+    rng = np.random.default_rng(13)
+    arrays = sequence_inputs(op, rng, peephole)
+    tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
+    want = (torch_seed_gru if op == "gru" else torch_peephole_lstm)(*tensors)
+    upstream = rng.standard_normal(want.shape)
+    (want * torch.tensor(upstream)).sum().backward()
+    assert_same_run(run(cuda, op, arrays, upstream, returns="both", **attrs),
+                    (want.detach().numpy(), [t.grad.numpy() for t in tensors]), "float64")
+
+
+# ---- needs_input_grad and the fallback ---------------------------------------------------------------------
+def test_only_the_gradients_asked_for(cuda, cpu, monkeypatch):
+    """With `needs_input_grad`, the backward computes (and returns) only the gradients of inputs that need one."""
+    returned = []
+    fused = recurrent.sequence
+
+    def watched(*args, **kwargs):
+        out, backprop = fused(*args, **kwargs)
+        return out, lambda g, needs=None: returned.append(backprop(g, needs)) or returned[-1]
+
+    monkeypatch.setattr(recurrent, "sequence", watched)
+    op = "gru"
+    rng = np.random.default_rng(2)
+    arrays = sequence_inputs(op, rng)
+    upstream = rng.standard_normal((M, T, N_A))
+    asked = [False, True, False, True, False, True]        # a<0>, W_a, b_a
+    got = run(cuda, op, arrays, upstream, requires_grad=asked)
+    want = run(cpu, op, arrays, upstream)
+    assert [g is not None for g in returned[0]] == asked
+    for k, (g, w) in enumerate(zip(got[1], want[1])):
+        if asked[k]:
+            close(g, w, "float64", f"gradient of input {k}")
+        else:
+            assert g is None
+
+
+def test_mixed_dtypes_fall_back_to_the_default(cuda, spy):
+    """The kernels decline what they do not handle (here float16) and the op's default runs instead."""
+    rng = np.random.default_rng(4)
+    arrays = [a.astype(np.float16) for a in sequence_inputs("rnn", rng)]
+    tensors = [Tensor(a, dtype=a.dtype, backend=cuda) for a in arrays]
+    assert call("rnn", *tensors).shape == (M, T, N_A)
+    assert "sequence" not in spy
+
+
+# ---- embedding, concatenate, local response normalization --------------------------------------------------
+@pytest.mark.parametrize("index_dtype", ["int64", "int32"])
+def test_embedding_matches_torch_with_repeated_indices(cuda, cpu, spy, index_dtype):
+    rng = np.random.default_rng(7)
+    E = rng.standard_normal((6, 3))
+    indices = np.array([[4, 1, 4], [4, 0, 1]], dtype=index_dtype)       # 4 three times, row 2, 3 and 5 unused
+    upstream = rng.standard_normal((2, 3, 3))
+    got = run(cuda, "embedding", [indices, E], upstream)
+    Et = torch.tensor(E, requires_grad=True)
+    want = TF.embedding(torch.tensor(indices.astype(np.int64)), Et)
+    (want * torch.tensor(upstream)).sum().backward()
+    close(got[0], want.detach().numpy(), "float64")
+    assert got[1][0] is None
+    close(got[1][1], Et.grad.numpy(), "float64")
+    np.testing.assert_array_equal(got[1][1][[2, 3, 5]], 0.0)
+    assert_same_run(got, run(cpu, "embedding", [indices, E], upstream), "float64")
+    assert spy == ["embedding"]
+
+
+@pytest.mark.parametrize("shapes, axis", [([(2, 3, 2), (2, 1, 2), (2, 2, 2)], 1), ([(2, 2, 2, 3), (2, 2, 2, 1)], -1),
+                                          ([(1, 3), (2, 3)], 0), ([(4,), (3,)], 0), ([(2, 2),], 1)])
+def test_concatenate_matches_torch(cuda, spy, shapes, axis):
+    rng = np.random.default_rng(8)
+    arrays = [rng.standard_normal(s) for s in shapes]
+    tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
+    want = torch.cat(tensors, dim=axis)
+    upstream = rng.standard_normal(want.shape)
+    (want * torch.tensor(upstream)).sum().backward()
+    assert_same_run(run(cuda, "concatenate", arrays, upstream, axis=axis),
+                    (want.detach().numpy(), [t.grad.numpy() for t in tensors]), "float64")
+    assert spy == ["concatenate", "split"]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("shape, size, alpha, beta, k", [((2, 2, 3, 6), 5, 0.5, 0.75, 2.0), ((1, 2, 2, 4), 2, 1.0, 0.5, 1.0),
+                                                         ((2, 1, 1, 5), 7, 2.0, 1.5, 0.5), ((2, 1, 2, 3), 1, 0.3, 0.75, 1.0)])
+def test_local_response_norm_matches_torch(cuda, cpu, spy, dtype, shape, size, alpha, beta, k):
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(shape).astype(dtype)
+    xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+    want = TF.local_response_norm(xt.permute(0, 3, 1, 2), size, alpha=alpha, beta=beta, k=k).permute(0, 2, 3, 1)
+    upstream = rng.standard_normal(shape).astype(dtype)
+    (want * torch.tensor(upstream.astype(np.float64))).sum().backward()
+    attrs = dict(size=size, alpha=alpha, beta=beta, k=k)
+    got = run(cuda, "local_response_norm", [x], upstream, **attrs)
+    close(got[0], want.detach().numpy(), dtype)
+    close(got[1][0], xt.grad.numpy(), dtype)
+    assert_same_run(got, run(cpu, "local_response_norm", [x], upstream, **attrs), dtype)
+    assert spy == ["local_response_norm"]
+
+
+# ---- float64 gradient checks on the device -------------------------------------------------------------------
+@pytest.mark.parametrize("variant, attrs", [("seed_gru", {"returns": "both", "mask": MASKS["padded"][:2, :3]}),
+                                            ("peephole_lstm", {"returns": "both", "mask": MASKS["padded"][:2, :3]}),
+                                            ("rnn", {"returns": "state"})])
+def test_sequence_gradchecks(cuda, spy, variant, attrs):
+    """Every input, through the fused kernels (masks, the final states in the output), at 2 sequences of 3 steps."""
+    op, variant_attrs, peephole = VARIANTS[variant]
+    rng = np.random.default_rng(21)
+    arrays = sequence_inputs(op, rng, peephole, m=2, steps=3)
+    tensors = {f"input {k}": Tensor(a, dtype=np.float64, backend=cuda) for k, a in enumerate(arrays)}
+    shape = call(op, *tensors.values(), **variant_attrs, **attrs).shape
+    upstream = Tensor(rng.standard_normal(shape), dtype=np.float64, backend=cuda)
+    result = gradcheck(lambda: (call(op, *tensors.values(), **variant_attrs, **attrs) * upstream).sum(), tensors)
+    assert result.passed, result
+    assert set(spy) == {"sequence"}
