@@ -34,15 +34,27 @@ def _split(name, X, y, num_classes, seed, split) -> Dataset:
     return Dataset(name, subset(train), subset(dev), subset(test), num_classes)
 
 
-def digits(seed: int = 0, split: str = RATIOS, images: bool = False) -> Dataset:
+DIGITS_SIZE = 8
+
+
+def digits(seed: int = 0, split: str = RATIOS, images: bool = False, size: int = DIGITS_SIZE) -> Dataset:
     """1,797 8×8 handwritten digits (UCI), the 64 pixel intensities 0..16 scaled to 0..1 (pixels/16);
     10 classes; train/dev/test by `split` (60/20/20). With `images`, each example is an 8×8×1
     NHWC image instead of 64 features (for convolutional networks). (Standardizing each pixel instead does worse here: pixels that are
-    almost always blank get tiny deviations and blow up at test time.)"""
+    almost always blank get tiny deviations and blow up at test time.)
+
+    `size` (a multiple of 8) enlarges each image to size × size by exact nearest-neighbour
+    upsampling, x[i, j] = x8[⌊i·8/size⌋, ⌊j·8/size⌋]: every pixel becomes a (size/8) × (size/8)
+    block of the same value, no interpolation (size=32 gives LeNet-5's 32×32 input)."""
+    size = int(size)
+    if size <= 0 or size % DIGITS_SIZE:
+        raise ConfigError(f"dataset 'digits': size must be a positive multiple of {DIGITS_SIZE} (the images are "
+                          f"upsampled by whole pixels), got {size}")
     data = _sklearn().load_digits()
-    X = data.data.astype(np.float64) / 16.0
-    if images:
-        X = X.reshape(-1, 8, 8, 1)
+    X = data.data.astype(np.float64).reshape(-1, DIGITS_SIZE, DIGITS_SIZE) / 16.0
+    scale = size // DIGITS_SIZE
+    X = X.repeat(scale, axis=1).repeat(scale, axis=2)
+    X = X[..., None] if images else X.reshape(len(X), -1)
     return _split("digits", X, data.target.astype(np.int64), 10, seed, split)
 
 

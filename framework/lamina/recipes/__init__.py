@@ -49,15 +49,11 @@ class Recipe:
         for key in REQUIRED:
             if key not in raw:
                 raise ConfigError(f"{where}: missing the [{key}] section")
-        for section, key in (("data", "dataset"), ("loss", "name"), ("optimizer", "name"), ("model", "layers"),
+        for section, key in (("data", "dataset"), ("loss", "name"), ("optimizer", "name"),
                              ("schedule", "name"), ("regularization", "name")):
             if section in raw and key not in raw[section]:
                 raise ConfigError(f"{where}: [{section}] needs {key!r}")
-        if not isinstance(raw["model"]["layers"], list) or not raw["model"]["layers"]:
-            raise ConfigError(f"{where}: [model] layers must be a non-empty list of tables")
-        for i, spec in enumerate(raw["model"]["layers"]):
-            if not isinstance(spec, dict) or "type" not in spec:
-                raise ConfigError(f"{where}: layer {i} must be a table with a 'type', got {spec!r}")
+        _check_model(raw["model"], where)
         training = dict(TRAINING_DEFAULTS, **raw.get("training", {}))
         for key in training:
             if key not in TRAINING_DEFAULTS:
@@ -149,9 +145,12 @@ class Recipe:
     def build_model(self, input_shape):
         """The model for examples of `input_shape` (an int for flat features, or e.g. (8, 8, 1)
         for NHWC images). Each layer whose constructor takes `n_in` gets the last axis of the
-        previous layer's output shape."""
+        previous layer's output shape. A [model] with `builder` instead of `layers` calls that
+        `lamina.models` builder with input_shape and the table's other settings."""
         from ..nn import Sequential
 
+        if "builder" in self.model:
+            return self._build_from_builder(input_shape)
         shape = (None,) + (tuple(input_shape) if isinstance(input_shape, (tuple, list)) else (int(input_shape),))
         layers = []
         specs = self.model["layers"]
@@ -168,6 +167,18 @@ class Recipe:
             shape = tuple(layer.output_shape(shape))
             layers.append(layer)
         return Sequential(*layers)
+
+    def _build_from_builder(self, input_shape):
+        name = self.model["builder"]
+        where = f"recipe {self.name!r} [model]"
+        if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
+            raise ConfigError(f"{where}: model builder {name!r} needs images (n_H, n_W, n_C), but the data gives "
+                              f"examples of shape {input_shape!r}; set images = true in [data]")
+        options = {k: v for k, v in self.model.items() if k != "builder"}
+        try:
+            return model_builders()[name](input_shape=tuple(input_shape), **options)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{where}: cannot build model {name!r} with {options}: {err}") from err
 
     def build_loss(self):
         options = {k: v for k, v in self.loss.items() if k != "name"}
@@ -246,6 +257,33 @@ class Recipe:
         default = first if isinstance(first, str) else (first or {}).get("name")
         return (self.training["optimizing"] or default,
                 [Satisficing.parse(spec) for spec in self.training["satisficing"]])
+
+
+def model_builders() -> dict:
+    """{name: builder} of the architectures in `lamina.models` (lenet5, alexnet, vgg16, resnet18, ...),
+    which a recipe names as [model] builder = "lenet5"."""
+    from .. import models
+
+    return {name: getattr(models, name) for name in models.__all__}
+
+
+def _check_model(model: dict, where: str) -> None:
+    """[model] has either `layers` (a non-empty list of tables with a 'type') or a known `builder`."""
+    if ("layers" in model) == ("builder" in model):
+        raise ConfigError(f"{where}: [model] needs either 'layers' (a list of layer tables) or 'builder' (a "
+                          f"lamina.models architecture such as \"lenet5\"), got "
+                          f"{'both' if 'layers' in model else 'neither'}")
+    if "builder" in model:
+        builders = model_builders()
+        if not isinstance(model["builder"], str) or model["builder"] not in builders:
+            raise ConfigError(f"{where}: [model] unknown model builder {model['builder']!r}."
+                              f"{close_matches(str(model['builder']), builders)} Known builders: {', '.join(builders)}")
+        return
+    if not isinstance(model["layers"], list) or not model["layers"]:
+        raise ConfigError(f"{where}: [model] layers must be a non-empty list of tables")
+    for i, spec in enumerate(model["layers"]):
+        if not isinstance(spec, dict) or "type" not in spec:
+            raise ConfigError(f"{where}: layer {i} must be a table with a 'type', got {spec!r}")
 
 
 def _parameters(factory) -> set[str]:
