@@ -17,117 +17,117 @@ from .geometry import broadcast_strides, suffix_repeats
 
 
 # ---- scalar functions (device functions: (x, p0, p1) or (a, b, p0, p1)) ------------------------------
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _identity(x, p0, p1):
     return x
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _exp(x, p0, p1):
     return math.exp(x)
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _log(x, p0, p1):
     return math.log(x)
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _tanh(x, p0, p1):
     return math.tanh(x)
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _power(x, p0, p1):
     return x ** p0
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _clip(x, low, high):
     return min(max(x, low), high)
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _scale(x, factor, p1):
     return x * factor
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _neg(x, p0, p1):
     return -x
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _relu(x, p0, p1):
     return x if x > 0 else x * 0
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _leaky_relu(x, alpha, p1):
     return x if x > 0 else x * alpha
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _sigmoid(x, p0, p1):
     return 1.0 / (1.0 + math.exp(-x))
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _add(a, b, p0, p1):
     return a + b
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _sub(a, b, p0, p1):
     return a - b
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _mul(a, b, p0, p1):
     return a * b
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _div(a, b, p0, p1):
     return a / b
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _greater(a, b, p0, p1):
     return 1 if a > b else 0
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _scaled_product(a, b, scale, p1):
     return scale * a * b
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _tanh_grad(g, y, p0, p1):
     return g * (1 - y * y)
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _sigmoid_grad(g, y, p0, p1):
     return g * y * (1 - y)
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _power_grad(g, x, exponent, p1):
     return g * exponent * x ** (exponent - 1)
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _inside_grad(g, x, low, high):
     return g if low <= x <= high else g * 0
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _relu_grad(g, x, p0, p1):
     return g if x > 0 else g * 0
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _leaky_relu_grad(g, x, alpha, p1):
     return g if x > 0 else g * alpha
 

@@ -11,7 +11,7 @@ from .elementwise import _flat
 
 
 # ---- softmax over rows (one thread per row) ----------------------------------------------------------
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _row_shift_and_log_norm(z, base, cols):
     """(max z, log Σ e^(z - max z)) of the row starting at `base`."""
     shift = z[base]

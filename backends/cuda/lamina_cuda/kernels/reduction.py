@@ -18,12 +18,12 @@ ROW_THREADS = 256
 SIMULATOR_ROW_THREADS = 8
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _sum2(a, b):
     return a + b
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _max2(a, b):
     return a if a >= b else b
 
