@@ -14,10 +14,10 @@ import torch.nn.functional as TF
 import lamina as lm
 from lamina.backend import load_backend
 from lamina.ops import call
-from lamina.ops.convolution import axis_padding
 from lamina.tensor import Tensor
 from lamina_cuda import device
 from lamina_cuda.kernels import convolution, normalization
+from test_convolution import nchw, nhwc, torch_pads      # the NHWC <-> NCHW helpers of the CPU kernels' tests
 
 TOLERANCE = {"float64": 1e-9, "float32": 1e-4}
 FUSED = ("conv2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "batch_norm")
@@ -41,20 +41,6 @@ def run(backend, op, arrays, dtype, upstream, requires_grad=None, **attrs):
 def close(got, want, dtype):
     tol = TOLERANCE[dtype]
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1.0, np.abs(want).max()))
-
-
-def torch_pads(shape, f, stride, padding):
-    """F.pad's (left, right, top, bottom) for Lamina's padding rule (TensorFlow's 'same' may be asymmetric)."""
-    (top, bottom), (left, right) = (axis_padding("test", n, f, stride, padding) for n in shape[1:3])
-    return left, right, top, bottom
-
-
-def nchw(a):
-    return torch.tensor(a).permute(0, 3, 1, 2).requires_grad_()
-
-
-def nhwc(t):
-    return t.detach().permute(0, 2, 3, 1).numpy()
 
 
 def distinct(rng, shape):

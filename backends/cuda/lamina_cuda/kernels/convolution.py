@@ -10,7 +10,6 @@ scatter whose order, and so whose rounding, changes from run to run).
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 from numba import cuda
@@ -28,7 +27,15 @@ DW_TARGET_BLOCKS = 264
 DW_PARTIAL_BYTES = 64 * 1024 * 1024
 
 
-# ---- window arithmetic (device functions) ---------------------------------------------------------
+# ---- index arithmetic (device functions) ----------------------------------------------------------
+@cuda.jit(device=True)
+def _unravel(k, n_H, n_W, C):
+    """(i, y, z, c) of flat index k into a C-ordered (m, n_H, n_W, C) array."""
+    c, rest = k % C, k // C
+    z, rest = rest % n_W, rest // n_W
+    return rest // n_H, rest % n_H, z, c
+
+
 @cuda.jit(device=True)
 def _windows_holding(y, pad, f, stride, n_out):
     """[first, last] output positions whose window (starting at o·s − pad, f wide) holds input position y;
@@ -63,9 +70,7 @@ def _col2im(dcols, dx, H, W, C, oh, ow, f, stride, top, left):
     a = y + top − h·s, b = z + left − w·s."""
     width = f * f * C
     for k in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
-        c, rest = k % C, k // C
-        z, rest = rest % W, rest // W
-        y, i = rest % H, rest // H
+        i, y, z, c = _unravel(k, H, W, C)
         h0, h1 = _windows_holding(y, top, f, stride, oh)
         w0, w1 = _windows_holding(z, left, f, stride, ow)
         total = dcols[0] * 0
@@ -152,9 +157,7 @@ def _max_pool_forward(x, out, argmax, H, W, C, oh, ow, f, stride, top, left):
     """out[i, h, w, c] = max of x[i, y, z, c] over the window's pixels inside the image; argmax = y·n_W + z
     of its first maximum in row-major window order (the padding never wins)."""
     for k in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        c, rest = k % C, k // C
-        w, rest = rest % ow, rest // ow
-        h, i = rest % oh, rest // oh
+        i, h, w, c = _unravel(k, oh, ow, C)
         y0, z0 = h * stride - top, w * stride - left
         ya, yb = max(y0, 0), min(y0 + f, H)
         za, zb = max(z0, 0), min(z0 + f, W)
@@ -171,9 +174,7 @@ def _max_pool_forward(x, out, argmax, H, W, C, oh, ow, f, stride, top, left):
 def _max_pool_backward(g, argmax, dx, H, W, C, oh, ow, f, stride, top, left):
     """dx[i, y, z, c] = Σ g[i, h, w, c] over the windows holding (y, z) whose maximum it was."""
     for k in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
-        c, rest = k % C, k // C
-        z, rest = rest % W, rest // W
-        y, i = rest % H, rest // H
+        i, y, z, c = _unravel(k, H, W, C)
         h0, h1 = _windows_holding(y, top, f, stride, oh)
         w0, w1 = _windows_holding(z, left, f, stride, ow)
         here, total = y * W + z, g[0] * 0
@@ -190,9 +191,7 @@ def _avg_pool_forward(x, out, H, W, C, oh, ow, f, stride, top, left):
     """out[i, h, w, c] = 1/f² Σ x[i, y, z, c] over the window's pixels inside the image (padding adds 0)."""
     inv_area = 1.0 / (f * f)
     for k in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        c, rest = k % C, k // C
-        w, rest = rest % ow, rest // ow
-        h, i = rest % oh, rest // oh
+        i, h, w, c = _unravel(k, oh, ow, C)
         y0, z0 = h * stride - top, w * stride - left
         total = x[0] * 0
         for y in range(max(y0, 0), min(y0 + f, H)):
@@ -206,9 +205,7 @@ def _avg_pool_backward(g, dx, H, W, C, oh, ow, f, stride, top, left):
     """dx[i, y, z, c] = 1/f² Σ g[i, h, w, c] over the windows holding (y, z)."""
     inv_area = 1.0 / (f * f)
     for k in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
-        c, rest = k % C, k // C
-        z, rest = rest % W, rest // W
-        y, i = rest % H, rest // H
+        i, y, z, c = _unravel(k, H, W, C)
         h0, h1 = _windows_holding(y, top, f, stride, oh)
         w0, w1 = _windows_holding(z, left, f, stride, ow)
         total = g[0] * 0
@@ -291,45 +288,3 @@ def global_avg_pool_backward(g, x_shape: tuple):
     _global_avg_pool_backward[blocks, threads](_flat(g), _flat(dx), H * W, C)
     return dx
 
-
-# ---- timing (benchmarks/gpu.py) ------------------------------------------------------------------
-def time_conv2d(shape=(32, 56, 56, 64), f: int = 3, n_C: int = 64, stride: int = 1, padding="same",
-                dtype="float32", repeats: int = 10, warmup: int = 2) -> dict:
-    """Seconds per conv2d forward and forward+backward (dx, dW, db) through `lamina.ops.call` on the cuda
-    backend, x of NHWC `shape`, W (f, f, shape[3], n_C): the median of `repeats` runs after `warmup`
-    (which also compiles the kernels), each ended by `cuda.synchronize()`. Also returns the FLOP count
-    of the forward (2·m·oh·ow·f²·n_C_prev·n_C) so callers can report FLOP/s; the backward does twice that."""
-    import lamina as lm
-    from lamina.ops import call
-
-    rng = np.random.default_rng(0)
-    with lm.use_backend("cuda"):
-        x = lm.tensor(rng.standard_normal(shape), requires_grad=True, dtype=dtype)
-        W = lm.tensor(rng.standard_normal((f, f, shape[3], n_C)) / math.sqrt(f * f * shape[3]), requires_grad=True,
-                      dtype=dtype)
-        b = lm.tensor(np.zeros(n_C), requires_grad=True, dtype=dtype)
-        with lm.no_grad():
-            z = call("conv2d", x, W, b, stride=stride, padding=padding)
-        upstream = lm.tensor(rng.standard_normal(z.shape), dtype=dtype)
-
-        def forward():
-            with lm.no_grad():
-                call("conv2d", x, W, b, stride=stride, padding=padding)
-
-        def forward_backward():
-            call("conv2d", x, W, b, stride=stride, padding=padding).backward(upstream)
-            x.grad = W.grad = b.grad = None
-
-        timings = {}
-        for name, step in (("forward", forward), ("forward_backward", forward_backward)):
-            samples = []
-            for run in range(warmup + repeats):
-                cuda.synchronize()
-                start = time.perf_counter()
-                step()
-                cuda.synchronize()
-                if run >= warmup:
-                    samples.append(time.perf_counter() - start)
-            timings[name] = float(np.median(samples))
-    timings["flops_forward"] = 2.0 * int(np.prod(z.shape[:3])) * f * f * shape[3] * n_C
-    return timings
