@@ -315,3 +315,14 @@ def test_gradcheck(op, shapes, attrs, cuda):
     upstream = Tensor(rng.standard_normal(out_shape), dtype="float64", backend=cuda)
     result = lm.gradcheck(lambda *ts: (call(op, *ts, *extra, **attrs) * upstream).sum(), tensors)
     assert result.passed and result.relative_difference < 1e-7, result
+
+
+@pytest.mark.parametrize("rows", [1, 64, 65, 4200])     # one chunk, one full chunk, two, more chunks than CHUNK_ROWS
+def test_column_sums_of_any_number_of_rows(rows):
+    rng = np.random.default_rng(rows)
+    a, b, center = rng.standard_normal((rows, 3)), rng.standard_normal((rows, 3)), rng.standard_normal(3)
+    got = normalization.column_sums(device.to_device(a)).copy_to_host()
+    np.testing.assert_allclose(got, a.sum(axis=0), rtol=1e-12, atol=1e-12)
+    sums = normalization._column_sums(normalization._GRAD_SUMS, device.to_device(a), device.to_device(b),
+                                      device.to_device(center)).copy_to_host()
+    np.testing.assert_allclose(sums, [a.sum(axis=0), (a * (b - center)).sum(axis=0)], rtol=1e-12, atol=1e-12)

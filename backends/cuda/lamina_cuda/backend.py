@@ -288,10 +288,9 @@ class CudaBackend(Backend):
     @kernel("batch_norm")
     def batch_norm(self, x, gamma, beta, running_mean, running_var, *, training, momentum=0.9, epsilon=1e-5,
                    axis=-1, needs_input_grad=None):
-        """Over the rows of x as (N, C), C = the last axis. Training: μ, σ² (biased) of the batch,
-        x̂ = (x - μ)/√(σ² + ε), out = γ·x̂ + β; running ← momentum·running + (1-momentum)·(μ, σ²·N/(N-1))
-        in place. dβ = Σ g, dγ = Σ g·x̂, dx = γ/(N·√(σ² + ε))·(N·g - dβ - x̂·dγ). Inference: μ, σ² are the
-        running averages, dx = g·γ/√(σ² + ε), and the running averages get their gradients too."""
+        """out = γ·(x - μ)/√(σ² + ε) + β over the rows of x as (N, C), C = the last axis, with the batch's μ, σ²
+        (the running averages then updated in place) or, in inference, the running averages (which then get
+        gradients too); the backward formulas are in kernels/normalization.py, the same as the CPU kernel's."""
         if not (_same_float(x, gamma, beta, running_mean, running_var) and x.ndim >= 2 and x.size
                 and axis in (-1, x.ndim - 1)):
             return NotImplemented

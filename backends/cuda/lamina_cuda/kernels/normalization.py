@@ -1,10 +1,10 @@
 """Batch normalization over the rows of x as (N, C), C = the features (last) axis, and the per-column
 sums it and the conv2d bias gradient are made of.
 
-A column sum over many rows is split in two passes so that the whole GPU takes part: chunks of rows
+A column sum over many rows is split in passes so that the whole GPU takes part: chunks of rows
 × columns, one thread each (neighbouring threads read neighbouring columns), write partial sums;
-then one thread per column adds its chunks. Both passes run in a fixed order, so the sums are
-deterministic.
+the chunks' sums are added the same way while there are more than CHUNK_ROWS of them, then by one
+thread per column. Every pass runs in a fixed order, so the sums are deterministic.
 """
 from __future__ import annotations
 
@@ -55,6 +55,8 @@ def _column_sums(mode: int, a2, b2=None, center=None):
                                           CHUNK_ROWS, mode)
     if chunks == 1:
         return partial.reshape((2, cols))
+    if chunks > CHUNK_ROWS:              # many chunks: sum them in parallel the same way, not one thread a column
+        return _column_sums(_SUM, partial.reshape((chunks, 2 * cols)))[0].reshape((2, cols))
     return reduce("sum", partial, (0,))
 
 
