@@ -275,7 +275,8 @@ def test_tiny_style_transfer_decreases_the_cost():
     net = feature_network("vgg16", upto="conv2_1", seed=0)
     params_before = {k: v.copy() for k, v in net.state_dict().items()}
     flags = [p.requires_grad for p in net.parameters()]
-    result = style_transfer(content, style, net, "conv2_1", ["conv1_1", "conv2_1"], steps=12, lr=0.03, seed=1)
+    result = style_transfer(content, style, net, "conv2_1", ["conv1_1", "conv2_1"], steps=12, lr=0.03, seed=1,
+                            alpha=10, beta=40)
     assert len(result.costs) == len(result.content_costs) == len(result.style_costs) == 13
     assert result.costs[-1] < 0.5 * result.costs[0]
     np.testing.assert_allclose(result.costs, 10 * np.array(result.content_costs) + 40 * np.array(result.style_costs),
@@ -285,7 +286,8 @@ def test_tiny_style_transfer_decreases_the_cost():
     for k, v in net.state_dict().items():  # the network is used, not trained
         np.testing.assert_array_equal(v, params_before[k])
     assert [p.requires_grad for p in net.parameters()] == flags and net.training
-    again = style_transfer(content, style, net, "conv2_1", ["conv1_1", "conv2_1"], steps=12, lr=0.03, seed=1)
+    again = style_transfer(content, style, net, "conv2_1", ["conv1_1", "conv2_1"], steps=12, lr=0.03, seed=1,
+                           alpha=10, beta=40)
     np.testing.assert_array_equal(again.image, result.image)
 
 

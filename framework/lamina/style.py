@@ -207,10 +207,11 @@ DEFAULT_LAYERS = {"vgg16": ("conv3_2", ("conv1_1", "conv2_1", "conv3_1")),
 
 def feature_network(name: str = "vgg16", upto=None, seed: int = 0):
     """The convolutional trunk of model `name` ("vgg16" or "alexnet", as `lamina.models` builds them)
-    as a Sequential cut after layer `upto` (a name such as "conv3_3", or an index; None keeps the
-    whole trunk), its filters He-initialised from `seed`. Layers are named conv<block>_<i> and
-    pool<block> (VGG-16) or conv<i>/pool<i> (AlexNet); parameters keep the full model's names
-    ("0.W", "0.b", "1.W", ...), so a state_dict of the full model loads into it (`load_weights`)."""
+    as a Sequential cut after layer `upto` (a name such as "conv3_3", an index, or a list of them:
+    cut after the deepest; None keeps the whole trunk), its filters He-initialised after
+    `manual_seed(seed)`. Layers are named conv<block>_<i> and pool<block> (VGG-16) or conv<i> and
+    pool<i> (AlexNet); parameters keep the full model's names ("0.W", "0.b", "1.W", ...), so a
+    state_dict of the full model loads into it (`load_weights`)."""
     from .backend import manual_seed
     from .nn import Sequential
 
@@ -222,7 +223,11 @@ def feature_network(name: str = "vgg16", upto=None, seed: int = 0):
     layers = [full[i] for i in range(len(full))]
     trunk_end = next(i for i, layer in enumerate(layers) if type(layer).__name__ not in ("Conv2D", "MaxPool2D"))
     trunk = Sequential(*layers[:trunk_end], name=f"{name}_features")
-    end = trunk_end if upto is None else layer_index(trunk, upto, f"feature_network({name!r})") + 1
+    if upto is None:
+        end = trunk_end
+    else:
+        refs = [upto] if isinstance(upto, (str, int)) else list(upto)
+        end = max(layer_index(trunk, ref, f"feature_network({name!r})") for ref in refs) + 1
     return Sequential(*layers[:end], name=f"{name}_features")
 
 
@@ -311,7 +316,7 @@ class frozen:
 
 
 def style_transfer(content, style, network, content_layer, style_layers, alpha: float = 10.0,
-                   beta: float = 40.0, steps: int = 100, lr: float = 0.02, init_noise: float = 0.6,
+                   beta: float = 1000.0, steps: int = 100, lr: float = 0.05, init_noise: float = 0.6,
                    seed: int = 0, progress: bool = False, style_weights=None, mean=None,
                    std=None) -> StyleTransferResult:
     """Generate G with C's content and S's style: minimise J(G) = α·J_content + β·J_style over G's pixels.
@@ -321,7 +326,9 @@ def style_transfer(content, style, network, content_layer, style_layers, alpha: 
     values in [0, 1] of the same shape; `network` a Sequential CNN run on (G − mean)/std (mean 0 and
     std 1 by default; `IMAGENET_MEAN`/`IMAGENET_STD` for ImageNet-trained weights); `content_layer`
     and `style_layers` name or index its layers; `style_weights` are the λ^[l] (default 1/L each).
-    The network is left as it was (its parameters get no gradient).
+    The network is left as it was (its parameters get no gradient). The defaults (β/α = 100, lr 0.05)
+    suit the default random-filter `feature_network`, whose Gram matrices are small; trained
+    networks usually want another β/α (the seed's example is α = 10, β = 40).
     """
     from tqdm.auto import tqdm
 
