@@ -63,6 +63,12 @@ def test_conv2d_matches_torch(backend, case, dtype):
     H, W, c_prev, c, f, stride, padding = case
     rng = np.random.default_rng(sum(case[:6]))
     x, w, b = rng.standard_normal((3, H, W, c_prev)), rng.standard_normal((f, f, c_prev, c)), rng.standard_normal(c)
+    check_conv2d_against_torch(backend, x, w, b, stride, padding, dtype, rng)
+
+
+def check_conv2d_against_torch(backend, x, w, b, stride, padding, dtype, rng):
+    """conv2d's output and the gradients of x, w and b equal torch's (padding as Lamina's rule gives it)."""
+    f = w.shape[0]
     x, w, b = (a.astype(dtype) for a in (x, w, b))
     xt, wt, bt = nchw(x), torch.tensor(w).permute(3, 2, 0, 1).detach().requires_grad_(), torch.tensor(b,
                                                                                               requires_grad=True)
@@ -135,6 +141,7 @@ def test_max_pool_kernel_gives_a_tie_to_the_first_maximum_as_torch():
 @pytest.mark.parametrize("op, attrs, arrays", [
     ("conv2d", {"stride": 2, "padding": "same"}, ((1, 5, 6, 2), (3, 3, 2, 2), (2,))),
     ("conv2d", {"stride": 1, "padding": 1}, ((2, 4, 4, 1), (2, 2, 1, 3))),
+    ("conv2d", {"stride": 2, "padding": "same"}, ((1, 5, 6, 3), (3, 3, 3, 40), (40,))),   # the CPU's BLAS path
     ("max_pool2d", {"f": 3, "stride": 2, "padding": 1}, ((1, 5, 5, 2),)),
     ("avg_pool2d", {"f": 2, "stride": 1, "padding": "same"}, ((1, 4, 5, 2),)),
 ])
@@ -287,3 +294,74 @@ def test_kernels_decline_arguments_the_op_check_refuses():
     assert cpu.kernels["max_pool2d"](x, f=3, padding=1) is not NotImplemented
     assert cpu.kernels["conv2d"](x, np.ones((2, 2, 3, 1))) is NotImplemented          # channels differ
     assert cpu.kernels["conv2d"](x, np.ones((2, 2, 1, 1))) is not NotImplemented
+
+
+# ---- the CPU kernel's two ways: direct loops for small filter banks, im2col + BLAS over chunks ----------------
+def conv2d_kernels_called(monkeypatch):
+    """The names of the compiled conv2d functions called from now on, in order."""
+    import lamina_cpu.backend as cpu_backend
+    calls = []
+    for name in ("conv_direct_forward", "conv_direct_backward", "conv_gemm_forward", "conv_gemm_backward"):
+        compiled = getattr(cpu_backend._convolution, name)
+        monkeypatch.setattr(cpu_backend._convolution, name,
+                            lambda *args, _f=compiled, _name=name: (calls.append(_name), _f(*args))[1])
+    return calls
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("n_C, way", [(16, "direct"), (17, "gemm")])   # 4·4·4·16 = 1024 = DIRECT_MAX_WEIGHTS
+@pytest.mark.parametrize("stride, padding", [(1, "valid"), (2, "same"), (3, 2)])
+def test_cpu_conv2d_chooses_by_filter_size_and_both_ways_match_torch(monkeypatch, n_C, way, stride, padding,
+                                                                      dtype):
+    from lamina_cpu.backend import DIRECT_MAX_WEIGHTS
+    assert 4 * 4 * 4 * 16 == DIRECT_MAX_WEIGHTS
+    calls = conv2d_kernels_called(monkeypatch)
+    rng = np.random.default_rng(n_C + stride)
+    x, w, b = rng.standard_normal((2, 21, 37, 4)), rng.standard_normal((4, 4, 4, n_C)), rng.standard_normal(n_C)
+    check_conv2d_against_torch(load_backend("cpu"), x, w, b, stride, padding, dtype, rng)   # n_W_out > 16 lanes
+    assert calls == [f"conv_{way}_forward", f"conv_{way}_backward"]
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 7 * 54 * 8, 10 ** 9])     # a pixel, 7 pixels (not an image row), all
+def test_cpu_conv2d_gemm_chunks_give_the_same_result(monkeypatch, chunk_bytes):
+    import lamina_cpu.backend as cpu_backend
+    monkeypatch.setattr(cpu_backend, "GEMM_CHUNK_BYTES", chunk_bytes)
+    calls = conv2d_kernels_called(monkeypatch)
+    rng = np.random.default_rng(5)
+    x, w, b = rng.standard_normal((3, 9, 8, 6)), rng.standard_normal((3, 3, 6, 20)), rng.standard_normal(20)
+    check_conv2d_against_torch(load_backend("cpu"), x, w, b, 1, "same", "float64", rng)
+    assert calls == ["conv_gemm_forward", "conv_gemm_backward"]
+
+
+def test_cpu_direct_conv2d_on_openmp_threads_matches_torch():
+    """16·26·26 pixels · 25 · 6 multiply-adds, above PARALLEL_MIN (2^20): the images run on threads."""
+    rng = np.random.default_rng(6)
+    x, w, b = rng.standard_normal((16, 30, 30, 1)), rng.standard_normal((5, 5, 1, 6)), rng.standard_normal(6)
+    check_conv2d_against_torch(load_backend("cpu"), x, w, b, 1, "valid", "float64", rng)
+
+
+@pytest.mark.parametrize("n_C", [3, 130], ids=["direct", "gemm"])
+def test_cpu_conv2d_ignores_pixels_no_window_reads(n_C):
+    """Stride 3 with f = 2 skips every third column; an inf there must not reach the output or the gradients
+    (the direct kernel's vector lanes past n_W_out read such pixels and mask them)."""
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal((1, 9, 40, 2)), rng.standard_normal((2, 2, 2, n_C))
+    x[:, :, 2::3] = np.inf           # columns 2, 5, ..., 38 and 39 are never read (windows start at 0, 3, ..., 36)
+    x[:, :, 39] = np.inf
+    out, (dx, dw) = run(load_backend("cpu"), "conv2d", (x, w), "float64", rng.standard_normal((1, 3, 13, n_C)),
+                        stride=3)
+    assert np.isfinite(out).all() and np.isfinite(dw).all()
+    assert (dx[:, :, 2::3] == 0).all() and (dx[:, :, 39] == 0).all()
+
+
+@pytest.mark.parametrize("w_shape", [(3, 3, 2, 4), (3, 3, 2, 60)], ids=["direct", "gemm"])
+def test_cpu_conv2d_computes_only_the_gradients_asked_for(w_shape):
+    cpu, rng = load_backend("cpu"), np.random.default_rng(8)
+    x, w, b = rng.standard_normal((2, 6, 7, 2)), rng.standard_normal(w_shape), rng.standard_normal(w_shape[3])
+    z, backprop = cpu.kernels["conv2d"](x, w, b, padding="same")
+    g = rng.standard_normal(z.shape)
+    dx, dw, db = backprop(g)
+    for needs in [(True, False, False), (False, True, False), (False, False, True)]:
+        _, backprop = cpu.kernels["conv2d"](x, w, b, padding="same", needs_input_grad=needs)
+        for got, want, need in zip(backprop(g), (dx, dw, db), needs):
+            assert got is None if not need else np.array_equal(got, want)

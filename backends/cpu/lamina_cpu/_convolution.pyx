@@ -5,16 +5,33 @@
 Each function loops over the images of the batch; an image's outputs (or, in the backward passes,
 its input gradient) are written by one thread only, so the images run on OpenMP threads with no
 atomics once the pass touches PARALLEL_MIN elements (below that one thread: see _vecmath.pxd).
-The convolution itself is im2col here and one BLAS matrix product in NumPy; col2im scatter-adds
-the columns' gradient back. Padding is (top, left) here; the bottom/right padding only shows in
-the output size the caller chose.
+A convolution is either im2col + BLAS over chunks of output pixels small enough to stay in cache
+(the BLAS is SciPy's, reached through scipy.linalg.cython_blas, already a dependency of scikit-learn),
+or a direct loop for windows of few numbers. Padding is (top, left) here; the bottom/right padding
+only shows in the output size the caller chose.
 """
-from cython.parallel cimport prange
+from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
+from cython.parallel cimport parallel, prange
 from libc.stdint cimport int32_t
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from ._vecmath cimport PARALLEL_MIN, real
 
+ctypedef void (*sgemm_t)(char*, char*, int*, int*, int*, float*, float*, int*, float*, int*, float*, float*,
+                         int*) noexcept nogil
+ctypedef void (*dgemm_t)(char*, char*, int*, int*, int*, double*, double*, int*, double*, int*, double*, double*,
+                         int*) noexcept nogil
+
+
+cdef void* _blas(str name) except NULL:
+    from scipy.linalg import cython_blas
+    capsule = cython_blas.__pyx_capi__[name]
+    return PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule))
+
+
+cdef sgemm_t _sgemm = <sgemm_t>_blas("sgemm")
+cdef dgemm_t _dgemm = <dgemm_t>_blas("dgemm")
 
 cdef extern from *:
     """
@@ -58,62 +75,419 @@ cdef inline bint threaded(Py_ssize_t m, Py_ssize_t work) noexcept nogil:
     return m > 1 and work >= PARALLEL_MIN
 
 
-def im2col(const real[:, :, :, ::1] x, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t f, Py_ssize_t stride,
-           Py_ssize_t top, Py_ssize_t left, real[:, ::1] cols):
-    """cols[(i·n_H_out + h)·n_W_out + w, (a·f + b)·C + c] = x_pad[i, h·s + a, w·s + b, c] (0 in the padding)."""
-    cdef Py_ssize_t m = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
-    cdef Py_ssize_t width = f * f * C
-    if m == 0 or width == 0:
-        return
-    cdef Py_ssize_t i, h, w, a, c, row, y, y0, z0, lo, hi
+# ---- convolution --------------------------------------------------------------------------------------------
+# Two ways, chosen by the caller (backend.conv2d): im2col + BLAS over chunks of output pixels, or, when a
+# window holds few numbers (K = f·f·n_C_prev small: the first layer of an image network), a direct loop
+# whose filter block stays in L1, where BLAS, with a product only K deep, would spend its time on packing.
+
+cdef inline void gemm(char* ta, char* tb, int M, int N, int K, real alpha, const real* A, int lda, const real* B,
+                      int ldb, real beta, real* C, int ldc) noexcept nogil:
+    """Fortran BLAS ?gemm (column-major): C = alpha·op(A)·op(B) + beta·C."""
+    if real is float:
+        _sgemm(ta, tb, &M, &N, &K, &alpha, <float*>A, &lda, <float*>B, &ldb, &beta, C, &ldc)
+    else:
+        _dgemm(ta, tb, &M, &N, &K, &alpha, <double*>A, &lda, <double*>B, &ldb, &beta, C, &ldc)
+
+
+cdef void im2col_rows(const real[:, :, :, ::1] x, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t oh, Py_ssize_t ow,
+                      Py_ssize_t f, Py_ssize_t stride, Py_ssize_t top, Py_ssize_t left, real* cols) noexcept nogil:
+    """cols[r − r0, (a·f + b)·C + c] = x_pad[i, h·s + a, w·s + b, c] for the output pixels r = (i·n_H_out + h)·n_W_out + w
+    in [r0, r1) (0 in the padding)."""
+    cdef Py_ssize_t H = x.shape[1], W = x.shape[2], C = x.shape[3], width = f * f * x.shape[3]
+    cdef Py_ssize_t r, i, h, w, a, c, y, y0, z0, lo, hi
     cdef real* dst
     cdef const real* src
-    for i in prange(m, nogil=True, schedule="static", use_threads_if=threaded(m, cols.shape[0] * width)):
-        for h in range(oh):
-            for w in range(ow):
-                row = (i * oh + h) * ow + w
-                y0, z0 = h * stride - top, w * stride - left
-                lo, hi = first_inside(z0), end_inside(z0, f, W)
-                for a in range(f):
-                    y = y0 + a
-                    dst = &cols[row, a * f * C]
-                    if y < 0 or y >= H or lo >= hi:
-                        memset(dst, 0, f * C * sizeof(real))
-                        continue
-                    # the window's pixels inside the row are contiguous in x (NHWC): one run, copied by a
-                    # plain loop (runs are short when C is: a memcpy call per run would cost more)
-                    src = &x[i, y, z0, 0]
-                    for c in range(lo * C):
-                        dst[c] = 0
-                    for c in range(lo * C, hi * C):
-                        dst[c] = src[c]
-                    for c in range(hi * C, f * C):
-                        dst[c] = 0
+    for r in range(r0, r1):
+        i, h, w = r // (oh * ow), (r // ow) % oh, r % ow
+        y0, z0 = h * stride - top, w * stride - left
+        lo, hi = first_inside(z0), end_inside(z0, f, W)
+        for a in range(f):
+            y = y0 + a
+            dst = cols + (r - r0) * width + a * f * C
+            if y < 0 or y >= H or lo >= hi:
+                memset(dst, 0, f * C * sizeof(real))
+                continue
+            # the window's pixels inside the row are contiguous in x (NHWC): one run, copied by a plain loop
+            # (runs are short when C is: a memcpy call per run would cost more)
+            src = &x[i, y, z0, 0]
+            for c in range(lo * C):
+                dst[c] = 0
+            for c in range(lo * C, hi * C):
+                dst[c] = src[c]
+            for c in range(hi * C, f * C):
+                dst[c] = 0
 
 
-def col2im(const real[:, ::1] dcols, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t f, Py_ssize_t stride,
-           Py_ssize_t top, Py_ssize_t left, real[:, :, :, ::1] dx):
-    """dx[i, y, z, c] = Σ of dcols over every window position that read x[i, y, z, c] (im2col's adjoint)."""
-    cdef Py_ssize_t m = dx.shape[0], H = dx.shape[1], W = dx.shape[2], C = dx.shape[3]
-    cdef Py_ssize_t i, h, w, a, c, row, y0, z0, lo, hi
+cdef void col2im_rows(const real* dcols, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t f,
+                      Py_ssize_t stride, Py_ssize_t top, Py_ssize_t left, real[:, :, :, ::1] dx) noexcept nogil:
+    """dx[i, y, z, c] += the dcols entries of the output pixels [r0, r1) that read x[i, y, z, c] (im2col's adjoint)."""
+    cdef Py_ssize_t H = dx.shape[1], W = dx.shape[2], C = dx.shape[3], width = f * f * dx.shape[3]
+    cdef Py_ssize_t r, i, h, w, a, c, y0, z0, lo, hi
     cdef const real* src
     cdef real* dst
-    if m == 0 or C == 0:
+    for r in range(r0, r1):
+        i, h, w = r // (oh * ow), (r // ow) % oh, r % ow
+        y0, z0 = h * stride - top, w * stride - left
+        lo, hi = first_inside(z0), end_inside(z0, f, W)
+        for a in range(first_inside(y0), end_inside(y0, f, H)):
+            src = dcols + (r - r0) * width + (a * f + lo) * C
+            dst = &dx[i, y0 + a, z0 + lo, 0]
+            for c in range((hi - lo) * C):      # contiguous in both (NHWC)
+                dst[c] += src[c]
+
+
+def conv_gemm_forward(const real[:, :, :, ::1] x, const real[:, ::1] W2, const real[::1] b, Py_ssize_t f,
+                      Py_ssize_t stride, Py_ssize_t top, Py_ssize_t left, real[:, ::1] cols, real[:, :, :, ::1] z):
+    """Z = im2col(x)·W₂ + b, W₂ = the filters as (f·f·n_C_prev, n_C), b empty for no bias; im2col over chunks of
+    cols.shape[0] output pixels into `cols`, each chunk's product one BLAS call while its columns are in cache."""
+    cdef Py_ssize_t oh = z.shape[1], ow = z.shape[2], n_C = z.shape[3], width = W2.shape[0]
+    cdef Py_ssize_t rows = z.shape[0] * oh * ow, chunk = cols.shape[0], r0, r1, r, c
+    cdef real beta = 1 if b.shape[0] else 0
+    cdef real* out
+    if rows == 0 or n_C == 0:
         return
-    for i in prange(m, nogil=True, schedule="static", use_threads_if=threaded(m, dcols.shape[0] * dcols.shape[1])):
-        memset(&dx[i, 0, 0, 0], 0, H * W * C * sizeof(real))
-        for h in range(oh):
-            for w in range(ow):
-                row = (i * oh + h) * ow + w
-                y0, z0 = h * stride - top, w * stride - left
-                lo, hi = first_inside(z0), end_inside(z0, f, W)
-                for a in range(first_inside(y0), end_inside(y0, f, H)):
-                    src = &dcols[row, (a * f + lo) * C]
-                    dst = &dx[i, y0 + a, z0 + lo, 0]
-                    for c in range((hi - lo) * C):      # contiguous in both (NHWC)
-                        dst[c] += src[c]
+    if width == 0:
+        for r in range(rows):
+            for c in range(n_C):
+                (&z[0, 0, 0, 0])[r * n_C + c] = b[c] if b.shape[0] else 0
+        return
+    with nogil:
+        r0 = 0
+        while r0 < rows:
+            r1 = min(r0 + chunk, rows)
+            out = &z[0, 0, 0, 0] + r0 * n_C
+            if b.shape[0]:
+                for r in range(r1 - r0):
+                    memcpy(out + r * n_C, &b[0], n_C * sizeof(real))
+            im2col_rows(x, r0, r1, oh, ow, f, stride, top, left, &cols[0, 0])
+            # row-major Z = cols·W₂ is column-major Zᵀ = W₂ᵀ·colsᵀ
+            gemm(b"N", b"N", <int>n_C, <int>(r1 - r0), <int>width, 1, &W2[0, 0], <int>n_C, &cols[0, 0],
+                 <int>width, beta, out, <int>n_C)
+            r0 = r1
 
 
+def conv_gemm_backward(const real[:, :, :, ::1] x, const real[:, ::1] W2, const real[:, ::1] g, Py_ssize_t oh,
+                       Py_ssize_t ow, Py_ssize_t f, Py_ssize_t stride, Py_ssize_t top, Py_ssize_t left,
+                       real[:, ::1] cols, real[:, :, :, ::1] dx, real[:, ::1] dW2, real[::1] db):
+    """dW₂ = im2col(x)ᵀ·G, db = Σ_rows G, dx = col2im(G·W₂ᵀ) over chunks of cols.shape[0] output pixels; G is
+    (pixels, n_C). Each of dx, dW2, db may be None (not computed); the others are overwritten."""
+    cdef Py_ssize_t n_C = g.shape[1], width = W2.shape[0], rows = g.shape[0], chunk = cols.shape[0]
+    cdef Py_ssize_t r0, r1, r, c
+    cdef bint want_dx = dx is not None, want_dW = dW2 is not None, want_db = db is not None
+    cdef const real* grad
+    if want_dx:
+        memset(&dx[0, 0, 0, 0], 0, dx.shape[0] * dx.shape[1] * dx.shape[2] * dx.shape[3] * sizeof(real))
+    if want_dW:
+        memset(&dW2[0, 0], 0, width * n_C * sizeof(real))
+    if want_db:
+        memset(&db[0], 0, n_C * sizeof(real))
+    if rows == 0 or n_C == 0:
+        return
+    with nogil:
+        r0 = 0
+        while r0 < rows:
+            r1 = min(r0 + chunk, rows)
+            grad = &g[r0, 0]
+            if want_db:
+                for r in range(r1 - r0):
+                    for c in range(n_C):
+                        db[c] += grad[r * n_C + c]
+            if width > 0 and want_dW:      # column-major dW₂ᵀ += Gᵀ·cols
+                im2col_rows(x, r0, r1, oh, ow, f, stride, top, left, &cols[0, 0])
+                gemm(b"N", b"T", <int>n_C, <int>width, <int>(r1 - r0), 1, grad, <int>n_C, &cols[0, 0], <int>width,
+                     1, &dW2[0, 0], <int>n_C)
+            if width > 0 and want_dx:      # column-major dcolsᵀ = W₂·Gᵀ, then scattered back
+                gemm(b"T", b"N", <int>width, <int>(r1 - r0), <int>n_C, 1, &W2[0, 0], <int>n_C, grad, <int>n_C, 0,
+                     &cols[0, 0], <int>width)
+                col2im_rows(&cols[0, 0], r0, r1, oh, ow, f, stride, top, left, dx)
+            r0 = r1
+
+
+cdef enum:
+    LANES = 16      # output pixels per vector block of the direct kernel (one 512-bit register of floats)
+
+
+cdef extern from *:
+    """
+    /* The direct convolution's inner products on one output row h of one image, vectorized over LANES output
+       pixels (GCC vector types: one zmm of floats with AVX-512, two ymm with AVX2, four xmm otherwise). The image
+       is held as xT[c, y, z] (zero padding included, rows Wp long), so the window position k = (a·f + b)·C + c
+       of output pixel w reads xT[off[k] + h·s·Wp + w·s]: `row` below is xT + h·s·Wp. owp is n_W_out rounded up
+       to LANES; the lanes past n_W_out compute numbers nobody stores (forward), add zeros (input gradient: gT
+       is 0 there) or are left out (weight gradient). Cloned per instruction set: the wheel targets baseline
+       x86-64, and these loops are where AVX2/AVX-512 pay. */
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #define LAMINA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+    #else
+    #define LAMINA_CLONES
+    #endif
+    typedef float lamina_v_float __attribute__((vector_size(16 * sizeof(float)), aligned(sizeof(float))));
+    typedef double lamina_v_double __attribute__((vector_size(16 * sizeof(double)), aligned(sizeof(double))));
+    typedef int32_t lamina_mask_float __attribute__((vector_size(16 * sizeof(int32_t))));
+    typedef int64_t lamina_mask_double __attribute__((vector_size(16 * sizeof(int64_t))));
+    #define LAMINA_DIRECT(T)                                                                                 \
+    typedef lamina_v_##T V_##T;                                                                          \
+    static inline V_##T lanes_at_##T(const T* src, Py_ssize_t s) {   /* src[l·s] for the 16 lanes l */    \
+        if (s == 1) return *(const V_##T*)src;                                                           \
+        V_##T v;                                                                                         \
+        for (int l = 0; l < 16; l++) v[l] = src[l * s];                                                  \
+        return v;                                                                                        \
+    }                                                                                                    \
+    static inline void add_lanes_##T(T* dst, Py_ssize_t s, V_##T v) {   /* dst[l·s] += v[l] */            \
+        if (s == 1) { *(V_##T*)dst += v; return; }                                                       \
+        for (int l = 0; l < 16; l++) dst[l * s] += v[l];                                                 \
+    }                                                                                                    \
+    /* outT[co, w] = b[co] + Σ_k W2[k, co]·row[off[k] + w·s], four output channels at a time */           \
+    LAMINA_CLONES static void direct_row_forward_##T(const T* restrict row, const Py_ssize_t* restrict off,  \
+            Py_ssize_t s, const T* restrict W2, const T* restrict b, T* restrict outT, Py_ssize_t K,          \
+            Py_ssize_t n_C, Py_ssize_t owp) {                                                                \
+        Py_ssize_t co = 0;                                                                               \
+        for (; co + 4 <= n_C; co += 4)                                                                   \
+            for (Py_ssize_t w0 = 0; w0 < owp; w0 += 16) {                                                \
+                V_##T a0 = (V_##T){0} + b[co], a1 = (V_##T){0} + b[co + 1];                              \
+                V_##T a2 = (V_##T){0} + b[co + 2], a3 = (V_##T){0} + b[co + 3];                          \
+                for (Py_ssize_t k = 0; k < K; k++) {                                                     \
+                    const V_##T v = lanes_at_##T(row + off[k] + w0 * s, s);                               \
+                    const T* wk = W2 + k * n_C + co;                                                     \
+                    a0 += wk[0] * v; a1 += wk[1] * v; a2 += wk[2] * v; a3 += wk[3] * v;                  \
+                }                                                                                        \
+                *(V_##T*)(outT + co * owp + w0) = a0; *(V_##T*)(outT + (co + 1) * owp + w0) = a1;        \
+                *(V_##T*)(outT + (co + 2) * owp + w0) = a2; *(V_##T*)(outT + (co + 3) * owp + w0) = a3;  \
+            }                                                                                            \
+        for (; co < n_C; co++)                                                                           \
+            for (Py_ssize_t w0 = 0; w0 < owp; w0 += 16) {                                                \
+                V_##T a0 = (V_##T){0} + b[co];                                                           \
+                for (Py_ssize_t k = 0; k < K; k++)                                                       \
+                    a0 += W2[k * n_C + co] * lanes_at_##T(row + off[k] + w0 * s, s);                      \
+                *(V_##T*)(outT + co * owp + w0) = a0;                                                    \
+            }                                                                                            \
+    }                                                                                                    \
+    /* dxrow[off[k] + w·s] += Σ_co W2[k, co]·gT[co·gstride + w], four window positions at a time */    \
+    LAMINA_CLONES static void direct_row_input_grad_##T(const T* restrict gT, Py_ssize_t gstride,          \
+            const T* restrict W2, const Py_ssize_t* restrict off, Py_ssize_t s, T* restrict dxrow,          \
+            Py_ssize_t K, Py_ssize_t n_C, Py_ssize_t owp) {                                              \
+        for (Py_ssize_t w0 = 0; w0 < owp; w0 += 16) {                                                    \
+            Py_ssize_t k = 0;                                                                            \
+            for (; k + 4 <= K; k += 4) {                                                                 \
+                V_##T a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                            \
+                const T* wk = W2 + k * n_C;                                                              \
+                for (Py_ssize_t co = 0; co < n_C; co++) {                                                \
+                    const V_##T v = *(const V_##T*)(gT + co * gstride + w0);                             \
+                    a0 += wk[co] * v; a1 += wk[n_C + co] * v;                                            \
+                    a2 += wk[2 * n_C + co] * v; a3 += wk[3 * n_C + co] * v;                              \
+                }                                                                                        \
+                add_lanes_##T(dxrow + off[k] + w0 * s, s, a0);                                           \
+                add_lanes_##T(dxrow + off[k + 1] + w0 * s, s, a1);                                       \
+                add_lanes_##T(dxrow + off[k + 2] + w0 * s, s, a2);                                       \
+                add_lanes_##T(dxrow + off[k + 3] + w0 * s, s, a3);                                       \
+            }                                                                                            \
+            for (; k < K; k++) {                                                                         \
+                V_##T a0 = {0};                                                                          \
+                for (Py_ssize_t co = 0; co < n_C; co++)                                                  \
+                    a0 += W2[k * n_C + co] * *(const V_##T*)(gT + co * gstride + w0);                    \
+                add_lanes_##T(dxrow + off[k] + w0 * s, s, a0);                                           \
+            }                                                                                            \
+        }                                                                                                \
+    }                                                                                                    \
+    /* lanes[k, co, l] += Σ_h Σ_blocks xT[off[k] + h·s·Wp + (w0 + l)·s]·gT[co, h, w0 + l] over w0 + l < ow, for \
+       a whole image (gT is (n_C, oh, owp)); a partial sum per lane, four output channels at a time */   \
+    LAMINA_CLONES static void direct_image_weight_grad_##T(const T* restrict xT, Py_ssize_t Wp,            \
+            const Py_ssize_t* restrict off, Py_ssize_t s, const T* restrict gT, T* restrict lanes,          \
+            Py_ssize_t K, Py_ssize_t n_C, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t owp) {                   \
+        lamina_mask_##T last;     /* the lanes of the last block inside the row (x may hold inf past it) */ \
+        for (int l = 0; l < 16; l++) last[l] = owp - 16 + l < ow ? -1 : 0;                               \
+        for (Py_ssize_t k = 0; k < K; k++) {                                                             \
+            Py_ssize_t co = 0;                                                                           \
+            for (; co < n_C; co += 4) {                                                                  \
+                int n = n_C - co < 4 ? (int)(n_C - co) : 4;                                              \
+                V_##T a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                            \
+                const T* g = gT + co * oh * owp;                                                         \
+                Py_ssize_t plane = oh * owp;                                                             \
+                for (Py_ssize_t h = 0; h < oh; h++)                                                      \
+                    for (Py_ssize_t w0 = 0; w0 < owp; w0 += 16) {                                        \
+                        V_##T v = lanes_at_##T(xT + off[k] + h * s * Wp + w0 * s, s);                     \
+                        if (w0 + 16 == owp) v = (V_##T)((lamina_mask_##T)v & last);                      \
+                        const T* gp = g + h * owp + w0;                                                  \
+                        a0 += v * *(const V_##T*)gp;                                                     \
+                        if (n > 1) a1 += v * *(const V_##T*)(gp + plane);                                \
+                        if (n > 2) a2 += v * *(const V_##T*)(gp + 2 * plane);                            \
+                        if (n > 3) a3 += v * *(const V_##T*)(gp + 3 * plane);                            \
+                    }                                                                                    \
+                V_##T* dst = (V_##T*)(lanes + (k * n_C + co) * 16);                                      \
+                dst[0] += a0;                                                                            \
+                if (n > 1) dst[1] += a1;                                                                 \
+                if (n > 2) dst[2] += a2;                                                                 \
+                if (n > 3) dst[3] += a3;                                                                 \
+            }                                                                                            \
+        }                                                                                                \
+    }
+    LAMINA_DIRECT(float)
+    LAMINA_DIRECT(double)
+    """
+    void direct_row_forward_float(const float*, const Py_ssize_t*, Py_ssize_t, const float*, const float*, float*,
+                                  Py_ssize_t, Py_ssize_t, Py_ssize_t) nogil
+    void direct_row_forward_double(const double*, const Py_ssize_t*, Py_ssize_t, const double*, const double*,
+                                   double*, Py_ssize_t, Py_ssize_t, Py_ssize_t) nogil
+    void direct_row_input_grad_float(const float*, Py_ssize_t, const float*, const Py_ssize_t*, Py_ssize_t, float*,
+                                     Py_ssize_t, Py_ssize_t, Py_ssize_t) nogil
+    void direct_row_input_grad_double(const double*, Py_ssize_t, const double*, const Py_ssize_t*, Py_ssize_t,
+                                      double*, Py_ssize_t, Py_ssize_t, Py_ssize_t) nogil
+    void direct_image_weight_grad_float(const float*, Py_ssize_t, const Py_ssize_t*, Py_ssize_t, const float*, float*,
+                                        Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t) nogil
+    void direct_image_weight_grad_double(const double*, Py_ssize_t, const Py_ssize_t*, Py_ssize_t, const double*,
+                                         double*, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t) nogil
+
+
+cdef inline Py_ssize_t lanes_up(Py_ssize_t n) noexcept nogil:
+    return (n + LANES - 1) // LANES * LANES
+
+
+cdef class DirectGeometry:
+    """The padded channel-major image of the direct kernel: Hp rows of Wp pixels per channel, enough for every
+    output row and every LANES-block of pixels, and off[k], where window position k = (a·f + b)·C + c starts."""
+    cdef Py_ssize_t Hp, Wp, owp, top, left, f, s
+    cdef Py_ssize_t* off
+
+    def __init__(self, Py_ssize_t C, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t f, Py_ssize_t s, Py_ssize_t top,
+                 Py_ssize_t left):
+        cdef Py_ssize_t a, b, c
+        self.owp, self.f, self.s, self.top, self.left = lanes_up(ow), f, s, top, left
+        self.Hp, self.Wp = (oh - 1) * s + f, (self.owp - 1) * s + f
+        self.off = <Py_ssize_t*>malloc(max(f * f * C, 1) * sizeof(Py_ssize_t))
+        if self.off == NULL:
+            raise MemoryError("conv2d: no memory for the direct kernel's window offsets")
+        for a in range(f):
+            for b in range(f):
+                for c in range(C):
+                    self.off[(a * f + b) * C + c] = (c * self.Hp + a) * self.Wp + b
+
+    def __dealloc__(self):
+        free(self.off)
+
+
+cdef void to_channel_major(const real[:, :, :, ::1] x, Py_ssize_t i, DirectGeometry geo, real* xT) noexcept nogil:
+    """xT[c, y, z] = x[i, y − top, z − left, c], 0 outside the image."""
+    cdef Py_ssize_t H = x.shape[1], W = x.shape[2], C = x.shape[3], y, z, c, plane = geo.Hp * geo.Wp
+    memset(xT, 0, C * plane * sizeof(real))
+    for y in range(max(geo.top, 0), min(H + geo.top, geo.Hp)):
+        for z in range(max(geo.left, 0), min(W + geo.left, geo.Wp)):
+            for c in range(C):
+                xT[c * plane + y * geo.Wp + z] = x[i, y - geo.top, z - geo.left, c]
+
+
+def conv_direct_forward(const real[:, :, :, ::1] x, const real[:, ::1] W2, const real[::1] b, DirectGeometry geo,
+                        real[:, :, :, ::1] z):
+    """Z[i, h, w, :] = b + Σ_k im2col(x)[(i, h, w), k]·W₂[k, :], one image at a time held channel-major and
+    padded (so a window position is a fixed offset) and one output row at a time; b all zeros for no bias."""
+    cdef Py_ssize_t m = z.shape[0], oh = z.shape[1], ow = z.shape[2], n_C = z.shape[3], K = W2.shape[0]
+    cdef Py_ssize_t owp = geo.owp, C = x.shape[3], i, h, w, c
+    cdef Py_ssize_t* off = geo.off
+    cdef real* xT = NULL
+    cdef real* outT = NULL
+    cdef int failed = 0
+    cdef int* out_of_memory = &failed
+    if m == 0 or oh == 0 or ow == 0 or n_C == 0:
+        return
+    with nogil, parallel(use_threads_if=threaded(m, m * oh * ow * K * n_C)):
+        xT = <real*>malloc((C * geo.Hp * geo.Wp + n_C * owp) * sizeof(real))
+        outT = xT + C * geo.Hp * geo.Wp
+        if xT == NULL:
+            out_of_memory[0] = 1
+        for i in prange(m, schedule="static"):
+            if xT == NULL:
+                continue
+            to_channel_major(x, i, geo, xT)
+            for h in range(oh):
+                if real is float:
+                    direct_row_forward_float(xT + h * geo.s * geo.Wp, off, geo.s, &W2[0, 0], &b[0], outT, K, n_C, owp)
+                else:
+                    direct_row_forward_double(xT + h * geo.s * geo.Wp, off, geo.s, &W2[0, 0], &b[0], outT, K, n_C,
+                                              owp)
+                for w in range(ow):
+                    for c in range(n_C):
+                        z[i, h, w, c] = outT[c * owp + w]
+        free(xT)
+    if failed:
+        raise MemoryError("conv2d: no memory for the direct kernel's image buffers")
+
+
+def conv_direct_backward(const real[:, :, :, ::1] x, const real[:, ::1] W2, const real[:, :, :, ::1] g,
+                         DirectGeometry geo, real[:, :, :, ::1] dx, real[:, ::1] dW2, real[::1] db):
+    """dx = Σ over output pixels of G·W₂ᵀ added back to the pixels read, dW₂ = Σ im2col(x)ᵀ·G, db = Σ G, as
+    conv_direct_forward; each of dx, dW2, db may be None (not computed), the others are overwritten. The
+    weight gradient sums per thread and per lane, and adds the partial sums once at the end."""
+    cdef Py_ssize_t m = g.shape[0], oh = g.shape[1], ow = g.shape[2], n_C = g.shape[3], K = W2.shape[0]
+    cdef Py_ssize_t owp = geo.owp, C = x.shape[3], plane = geo.Hp * geo.Wp, i, h, w, c, y, z, k = 0, l = 0
+    cdef bint want_dx = dx is not None, want_dW = dW2 is not None, want_db = db is not None
+    cdef Py_ssize_t* off = geo.off
+    cdef real* xT = NULL
+    cdef real* dxT = NULL
+    cdef real* gT = NULL
+    cdef real* lanes = NULL
+    cdef real* sums = NULL
+    cdef real total = 0
+    cdef int failed = 0
+    cdef int* out_of_memory = &failed
+    if want_dx:
+        memset(&dx[0, 0, 0, 0], 0, dx.shape[0] * dx.shape[1] * dx.shape[2] * dx.shape[3] * sizeof(real))
+    if want_dW:
+        memset(&dW2[0, 0], 0, K * n_C * sizeof(real))
+    if want_db:
+        memset(&db[0], 0, n_C * sizeof(real))
+    if m == 0 or oh == 0 or ow == 0 or n_C == 0:
+        return
+    with nogil, parallel(use_threads_if=threaded(m, m * oh * ow * K * n_C)):
+        # xT | dxT (C·Hp·Wp each) | gT (n_C·oh·owp: the image's G, channel-major) | lanes (K·n_C·LANES) | sums (n_C);
+        # calloc: gT's lanes past n_W_out stay 0
+        xT = <real*>calloc(2 * C * plane + n_C * oh * owp + K * n_C * LANES + n_C, sizeof(real))
+        dxT = xT + C * plane
+        gT = dxT + C * plane
+        lanes = gT + n_C * oh * owp
+        sums = lanes + K * n_C * LANES
+        if xT == NULL:
+            out_of_memory[0] = 1
+        for i in prange(m, schedule="static"):
+            if xT == NULL:
+                continue
+            for h in range(oh):
+                for w in range(ow):
+                    for c in range(n_C):
+                        gT[(c * oh + h) * owp + w] = g[i, h, w, c]
+                        sums[c] += g[i, h, w, c]
+            if want_dW:
+                to_channel_major(x, i, geo, xT)
+                if real is float:
+                    direct_image_weight_grad_float(xT, geo.Wp, off, geo.s, gT, lanes, K, n_C, oh, ow, owp)
+                else:
+                    direct_image_weight_grad_double(xT, geo.Wp, off, geo.s, gT, lanes, K, n_C, oh, ow, owp)
+            if want_dx:
+                memset(dxT, 0, C * plane * sizeof(real))
+                for h in range(oh):
+                    if real is float:
+                        direct_row_input_grad_float(gT + h * owp, oh * owp, &W2[0, 0], off, geo.s,
+                                                    dxT + h * geo.s * geo.Wp, K, n_C, owp)
+                    else:
+                        direct_row_input_grad_double(gT + h * owp, oh * owp, &W2[0, 0], off, geo.s,
+                                                     dxT + h * geo.s * geo.Wp, K, n_C, owp)
+                for y in range(dx.shape[1]):
+                    for z in range(dx.shape[2]):
+                        for c in range(C):
+                            if y + geo.top < geo.Hp and z + geo.left < geo.Wp:
+                                dx[i, y, z, c] = dxT[c * plane + (y + geo.top) * geo.Wp + z + geo.left]
+        with gil:       # once per thread: its partial sums into the shared results
+            for k in range(K * n_C if want_dW and xT != NULL else 0):
+                total = 0
+                for l in range(LANES):
+                    total = total + lanes[k * LANES + l]
+                (&dW2[0, 0])[k] += total
+            for l in range(n_C if want_db and xT != NULL else 0):
+                db[l] += sums[l]
+        free(xT)
+    if failed:
+        raise MemoryError("conv2d: no memory for the direct kernel's image buffers")
+
+
+# ---- pooling ------------------------------------------------------------------------------------------------
 def max_pool_forward(const real[:, :, :, ::1] x, Py_ssize_t f, Py_ssize_t stride, Py_ssize_t top,
                      Py_ssize_t left, real[:, :, :, ::1] out, int32_t[:, :, :, ::1] argmax):
     """out[i, h, w, c] = max of x[i, y, z, c] over the window's pixels inside the image; argmax holds the

@@ -27,6 +27,12 @@ from lamina.reference import ReferenceBackend
 from . import _activations, _batchnorm, _convolution, _optimizers, _softmax
 
 COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: conv2d: filter banks of at most this many numbers (f·f·n_C_prev·n_C: 4 KiB of float32, L1-resident) run
+#: the direct kernel; larger ones im2col + BLAS (measured: BLAS wins from about 27·48 up, the direct kernel
+#: below, where a product only n_C wide leaves BLAS packing more than multiplying)
+DIRECT_MAX_WEIGHTS = 1024
+#: conv2d: bytes of im2col columns built (and multiplied) at a time: small enough to stay in the L2 cache
+GEMM_CHUNK_BYTES = 512 * 1024
 
 
 class CpuBackend(ReferenceBackend):
@@ -193,43 +199,46 @@ class CpuBackend(ReferenceBackend):
     # ---- convolution and pooling (NHWC images, HWIO filters) ----------------------------------------
     @kernel("conv2d")
     def conv2d(self, x, W, b=None, *, stride=1, padding="valid", needs_input_grad=None):
-        """Z = im2col(x)·W₂ + b with W₂ = W as (f·f·n_C_prev, n_C) (one BLAS product); dW₂ = im2col(x)ᵀ·G,
-        db = Σ_rows G, dx = col2im(G·W₂ᵀ), each only if `needs_input_grad` asks for it. The columns live
-        in this thread's scratch buffers, reused from call to call (fresh pages cost more than the copy):
-        the backward rebuilds them rather than keeping one per layer alive."""
+        """Z = im2col(x)·W₂ + b with W₂ = W as (f·f·n_C_prev, n_C); dW₂ = im2col(x)ᵀ·G, db = Σ_rows G,
+        dx = col2im(G·W₂ᵀ), each only if `needs_input_grad` asks for it. Filters of at most
+        DIRECT_MAX_WEIGHTS numbers run the direct kernel (one output row at a time, no BLAS); larger
+        ones im2col GEMM_CHUNK_BYTES of columns at a time into this thread's scratch buffer and multiply
+        them by BLAS while they are in cache (the backward rebuilds the columns rather than keeping them
+        alive per layer)."""
         arrays = (x, W) if b is None else (x, W, b)
         if not _compiled(*arrays) or x.ndim != 4 or W.ndim != 4 or W.shape[0] != W.shape[1] \
                 or x.shape[3] != W.shape[2]:       # (the op's check refuses these; the loops count on them)
             return NotImplemented
         f, _, c_prev, c_out = W.shape
         ((top, _), (left, _)), (oh, ow) = spatial_geometry("conv2d", x.shape, f, stride, padding)
-        x = _c_order(x)
-        shape = (x.shape[0] * oh * ow, f * f * c_prev)
-
-        def columns():
-            cols = _scratch("cols", shape, x.dtype)
-            _convolution.im2col(x, oh, ow, f, stride, top, left, cols)
-            return cols
-
-        W2 = W.reshape(shape[1], c_out)
-        z = np.matmul(columns(), W2)
-        if b is not None:
-            z += b
+        x, dtype, width = _c_order(x), x.dtype, f * f * c_prev
+        W2 = _c_order(W).reshape(width, c_out)
+        direct = W.size <= DIRECT_MAX_WEIGHTS
+        bias = _c_order(b) if b is not None else np.zeros(0 if not direct else c_out, dtype)
+        z = np.empty((x.shape[0], oh, ow, c_out), dtype)
+        if direct:
+            geometry = _convolution.DirectGeometry(c_prev, oh, ow, f, stride, top, left)
+            _convolution.conv_direct_forward(x, W2, bias, geometry, z)
+        else:
+            rows = max(1, min(GEMM_CHUNK_BYTES // (width * dtype.itemsize), z.shape[0] * oh * ow))
+            _convolution.conv_gemm_forward(x, W2, bias, f, stride, top, left, _scratch("cols", (rows, width), dtype),
+                                           z)
         needs = needs_input_grad or (True,) * len(arrays)
 
         def backprop(g):
-            g2 = g.astype(x.dtype, copy=False).reshape(-1, c_out)
-            dx = None
-            if needs[0]:
-                dx = np.empty_like(x)
-                dcols = np.matmul(g2, W2.T, out=_scratch("dcols", shape, x.dtype))
-                _convolution.col2im(dcols, oh, ow, f, stride, top, left, dx)
-            dW = np.matmul(columns().T, g2).reshape(W.shape) if needs[1] else None
-            if b is None:
-                return dx, dW
-            return dx, dW, g2.sum(axis=0) if needs[2] else None
+            g = _c_order(g.astype(dtype, copy=False))
+            dx = np.empty_like(x) if needs[0] else None
+            dW2 = np.empty((width, c_out), dtype) if needs[1] else None
+            db = np.empty(c_out, dtype) if b is not None and needs[2] else None
+            if direct:
+                _convolution.conv_direct_backward(x, W2, g, geometry, dx, dW2, db)
+            else:
+                _convolution.conv_gemm_backward(x, W2, g.reshape(-1, c_out), oh, ow, f, stride, top, left,
+                                                _scratch("cols", (rows, width), dtype), dx, dW2, db)
+            dW = None if dW2 is None else dW2.reshape(W.shape)
+            return (dx, dW) if b is None else (dx, dW, db)
 
-        return z.reshape(x.shape[0], oh, ow, c_out), backprop
+        return z, backprop
 
     @kernel("max_pool2d")
     def max_pool2d(self, x, *, f, stride=None, padding=0):
