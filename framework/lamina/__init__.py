@@ -8,6 +8,7 @@
 from . import (checkpoint, clipping, data, diagnose, functional, init, losses, metrics, models, nn, optim, schedules,
                preprocessing, regularizers, training, transfer)
 from . import augment, ensemble
+from . import images, style, visualize
 from ._version import __version__
 from .autograd import enable_grad, is_grad_enabled, no_grad
 from .backend import Backend, get_backend, kernel, manual_seed, use_backend
@@ -24,6 +25,6 @@ __all__ = ["__version__", "Tensor", "Parameter", "tensor", "no_grad", "enable_gr
            "set_default_dtype", "get_default_dtype", "use_backend", "get_backend", "manual_seed", "Backend",
            "kernel", "gradcheck", "GradcheckResult", "hookimpl", "nn", "optim", "functional", "F", "losses",
            "metrics", "init", "data", "training", "checkpoint", "clipping", "schedules", "diagnose", "transfer",
-           "regularizers", "preprocessing", "augment", "ensemble",
+           "regularizers", "preprocessing", "augment", "ensemble", "images", "style", "visualize",
            "LaminaError", "ShapeError", "OpError", "BackendError", "RegistrationError", "ConfigError",
            "CheckpointError", "TrainingDiverged"]
