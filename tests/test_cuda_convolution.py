@@ -326,3 +326,15 @@ def test_column_sums_of_any_number_of_rows(rows):
     sums = normalization._column_sums(normalization._GRAD_SUMS, device.to_device(a), device.to_device(b),
                                       device.to_device(center)).copy_to_host()
     np.testing.assert_allclose(sums, [a.sum(axis=0), (a * (b - center)).sum(axis=0)], rtol=1e-12, atol=1e-12)
+
+
+# ---- the layers on the fused kernels -------------------------------------------------------------
+def test_a_small_cnn_on_the_fused_kernels_passes_run_layer_test():
+    from lamina.testing import run_layer_test
+
+    def build():
+        return lm.nn.Sequential([lm.nn.Conv2D(2, 3, 3, stride=1, padding="same"), lm.nn.BatchNorm(3),
+                                 lm.nn.MaxPool2D(2), lm.nn.AvgPool2D(3, stride=1, padding=1), lm.nn.GlobalAvgPool2D()])
+
+    report = run_layer_test(build, (1, 4, 4, 2), backend="cuda", expected_output_shape=(1, 3))
+    assert report.gradcheck.passed and report.num_parameters == 3 * 3 * 2 * 3 + 3 + 4 * 3     # BatchNorm: γ, β and the running μ, σ²
