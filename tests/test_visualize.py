@@ -157,3 +157,84 @@ def test_patch_grid_places_and_scales_the_patches(tmp_path):
     assert normalized.max() == pytest.approx(1.0)
     with pytest.raises(LaminaError, match="got no patches"):
         patch_grid([])
+
+
+# ---- `lamina visualize-units` ------------------------------------------------------------------------
+RECIPE = """
+name = "tiny-digits-cnn"
+[data]
+dataset = "digits"
+images = true
+[model]
+layers = [
+  { type = "conv2d", n_C = 4, f = 3, padding = "same", activation = "relu" },
+  { type = "max_pool2d", f = 2 },
+  { type = "flatten" },
+  { type = "dense", n_out = 10 },
+]
+[loss]
+name = "softmax_cross_entropy"
+[optimizer]
+name = "adam"
+lr = 0.01
+[training]
+epochs = 1
+batch_size = 64
+seed = 0
+"""
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    from click.testing import CliRunner
+
+    from lamina.cli import cli
+
+    folder = tmp_path_factory.mktemp("units")
+    (folder / "tiny.toml").write_text(RECIPE)
+    result = CliRunner().invoke(cli, ["train", str(folder / "tiny.toml"), "--out", str(folder / "run"),
+                                      "--no-progress"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return folder / "run"
+
+
+def _units(*args):
+    from click.testing import CliRunner
+
+    from lamina.cli import cli
+
+    return CliRunner().invoke(cli, ["visualize-units", *[str(a) for a in args]], catch_exceptions=False)
+
+
+def test_visualize_units_writes_the_grid_of_the_top_patches(trained_run, tmp_path):
+    from lamina.run import TrainedModel
+
+    out = tmp_path / "grid.png"
+    result = _units(trained_run, "--layer", "conv2d_0", "--unit", "1", "--out", out, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "receptive field 3×3 pixels" in result.output and f"wrote {out}" in result.output
+    with Image.open(out) as img:
+        assert img.size == (148, 148) and img.mode == "L"  # 3×3 cells of 3·16 pixels, 2-pixel gaps
+    trained = TrainedModel(trained_run)
+    X = trained.recipe.load_data().train.X
+    expected = top_patches(trained.model, 0, 1, X, k=9)
+    shown = [line.split()[1] for line in result.output.splitlines() if line.strip().startswith("image")]
+    assert shown == [str(p.image) for p in expected]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--layer", "dense_3", "--unit", "0"], "no local receptive field"),
+    (["--layer", "conv2d_9", "--unit", "0"], "no layer named 'conv2d_9'"),
+    (["--layer", "0", "--unit", "4"], "has 4 units (channels 0 to 3), got 4"),
+    (["--layer", "0"], "Missing option '--unit'"),
+], ids=["dense", "unknown-layer", "unit", "missing-unit"])
+def test_visualize_units_bad_usage_exits_with_2(trained_run, tmp_path, args, message):
+    result = _units(trained_run, *args, "--out", tmp_path / "g.png")
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_visualize_units_needs_a_run_folder(tmp_path):
+    result = _units(tmp_path / "nope", "--layer", "0", "--unit", "0", "--out", tmp_path / "g.png")
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = _units(tmp_path, "--layer", "0", "--unit", "0", "--out", tmp_path / "g.png")
+    assert result.exit_code == 1 and "is not a lamina run folder" in result.output

@@ -1,5 +1,6 @@
-"""`lamina style-transfer CONTENT STYLE --out G.png`: neural style transfer (§4.22) as a command,
-registered by the core plugin."""
+"""The commands of §4.22, registered by the core plugin: `lamina style-transfer CONTENT STYLE --out G.png`
+(neural style transfer) and `lamina visualize-units RUN_DIR --layer L --unit U --out grid.png` (the
+patches that most activate a unit of a trained model)."""
 from __future__ import annotations
 
 import io
@@ -147,3 +148,68 @@ def style_transfer_command(content, style, out, steps, size, model, weights, con
         click.echo(f"wrote {plot}")
     else:
         click.echo("matplotlib is not installed, so no cost curve was drawn (pip install 'lamina[plots]')")
+
+
+@click.command("visualize-units")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--layer", required=True, help="Layer of the model: its name (e.g. conv2d_4) or index.")
+@click.option("--unit", type=click.IntRange(min=0), required=True, help="The unit: a channel of LAYER.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The grid image of the patches (.png).")
+@click.option("--k", type=click.IntRange(min=1), default=9, show_default=True, help="How many patches.")
+@click.option("--split", type=click.Choice(["train", "dev", "test"]), default="train", show_default=True,
+              help="The recipe's data split to search.")
+@backend_option
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+def visualize_units_command(run_dir, layer, unit, out, k, split, backend, progress):
+    """Write the K patches of a data split that most activate UNIT of LAYER in the model trained in
+    RUN_DIR (a `lamina train` output folder), as a grid (§4.22, "what are deep ConvNets learning").
+
+    Each patch is the unit's receptive field in the input image (clipped at the borders), cut from the
+    images before any input normalization; the grid is 3 wide, highest activation first.
+    """
+    import numpy as np
+
+    from .run import TrainedModel
+    from .style import layer_index
+    from .visualize import receptive_field, save_patch_grid, top_patches
+
+    select_backend(backend)
+    if not out.parent.is_dir():
+        raise click.BadParameter(f"folder {out.parent} does not exist", param_hint="--out")
+    try:
+        trained = TrainedModel(run_dir)
+        data = trained.recipe.load_data()
+    except LaminaError as err:
+        raise click.ClickException(str(err)) from None
+    model, input_shape = trained.model, tuple(trained.input_shape)
+    if len(input_shape) != 3:
+        raise click.BadParameter(f"the model in {run_dir} takes flat inputs of shape {input_shape}, not images "
+                                 f"(n_H, n_W, n_C): its units have no receptive field", param_hint="RUN_DIR")
+    try:
+        index = layer_index(model, layer, "--layer")
+        field = receptive_field(model, index, input_shape[:2])
+    except LaminaError as err:
+        raise click.BadParameter(str(err), param_hint="--layer") from None
+    shape = (None,) + input_shape
+    for i in range(index + 1):
+        shape = model[i].output_shape(shape)
+    if unit >= shape[3]:
+        raise click.BadParameter(f"layer {model[index].name!r} has {shape[3]} units (channels 0 to {shape[3] - 1}), "
+                                 f"got {unit}", param_hint="--unit")
+    chosen = getattr(data, split, None)
+    if chosen is None:
+        raise click.BadParameter(f"the recipe {trained.recipe.name!r} has no {split} split", param_hint="--split")
+    images = np.asarray(chosen.X).reshape((len(chosen.X),) + input_shape)
+    X = trained.normalizer.transform(images) if trained.normalizer is not None else images
+    try:
+        patches = top_patches(model, index, unit, X, k=k, images=images, progress=progress and sys.stderr.isatty())
+        save_patch_grid(patches, out)
+    except LaminaError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"layer {model[index].name!r} unit {unit}: receptive field {field.size}×{field.size} pixels "
+               f"(jump {field.jump}); top {len(patches)} of {len(images)} {split} images:")
+    for p in patches:
+        click.echo(f"  image {p.image:>5} at ({p.row}, {p.col})  activation {p.activation:.4g}  "
+                   f"box rows {p.box[0]}:{p.box[2]}, cols {p.box[1]}:{p.box[3]}")
+    click.echo(f"wrote {out}")

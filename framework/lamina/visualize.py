@@ -134,13 +134,19 @@ def unit_activations(model, layer, unit: int, X, batch_size: int = 128, progress
     return np.concatenate(out, axis=0)
 
 
-def top_patches(model, layer, unit: int, X, k: int = 9, batch_size: int = 128, progress: bool = False) -> list:
+def top_patches(model, layer, unit: int, X, k: int = 9, batch_size: int = 128, progress: bool = False,
+                images=None) -> list:
     """The k patches of X (m, n_H, n_W, n_C) where channel `unit` of `layer` is most active, highest
     first (ties: the earlier image, row, column): each unit position's receptive field, clipped at
-    the borders, with its activation (a list of `Patch`)."""
+    the borders, with its activation (a list of `Patch`). The pixels are cut from `images` when given
+    (X before its normalization, say; same m, n_H and n_W), else from X."""
     if int(k) < 1:
         raise LaminaError(f"top_patches: k must be >= 1, got {k}")
     X = np.asarray(X)
+    images = X if images is None else np.asarray(images)
+    if images.ndim != 4 or images.shape[:3] != X.shape[:3]:
+        raise ShapeError(f"top_patches: images must be (m, n_H, n_W, n_C) with X's m, n_H and n_W "
+                         f"{X.shape[:3]}, got shape {images.shape}")
     a = unit_activations(model, layer, int(unit), X, batch_size, progress)
     field = receptive_field(model, layer, X.shape[1:3])
     if a.shape[1:] != field.output_hw:
@@ -152,7 +158,7 @@ def top_patches(model, layer, unit: int, X, k: int = 9, batch_size: int = 128, p
         n, i, j = (int(v) for v in np.unravel_index(flat, a.shape))
         top, left, bottom, right = field.box(i, j)
         patches.append(Patch(n, i, j, float(a[n, i, j]), (top, left, bottom, right),
-                             field.window(i, j), X[n, top:bottom, left:right].copy()))
+                             field.window(i, j), images[n, top:bottom, left:right].copy()))
     return patches
 
 
