@@ -26,7 +26,8 @@ from . import elementwise as ew
 from . import layout, reduction
 from .elementwise import _flat
 from .joining import concatenate
-from .matmul import gemm
+from .geometry import device_vector
+from .matmul import gemm, gemm_kernel, tiling_for
 
 
 # ---- scalar helpers ----------------------------------------------------------------------------------
@@ -51,14 +52,18 @@ def _emit(out, value, i, col, j, n, width):
 
 
 # ---- simple RNN --------------------------------------------------------------------------------------
+# Every step kernel takes the whole time-major arrays (flat) and the step t: XW, dZ (T, m, G) at t·m·G, H, C
+# (T + 1, m, n) at t·m·n (a<t-1>) and (t + 1)·m·n (a<t>), so a step creates no array views.
 @cuda.jit
-def _rnn_step(z, za, h_prev, h, mask, masked, t, T, n, out, width, y_on, final_col):
-    """a<t> = tanh(z + za) at real steps, a<t-1> at padded ones (z = x<t>·W_ax + b_a, za = a<t-1>·W_aa)."""
-    for k in range(cuda.grid(1), h.size, cuda.gridsize(1)):
+def _rnn_step(XW, za, H, mask, masked, t, T, m, n, out, width, y_on, final_col):
+    """a<t> = tanh(XW[t] + za) at real steps, a<t-1> at padded ones (za = a<t-1>·W_aa)."""
+    mn = m * n
+    for k in range(cuda.grid(1), mn, cuda.gridsize(1)):
         i, j = k // n, k % n
+        h_prev = H[t * mn + k]
         real = _real(mask, masked, T, i, t)
-        value = math.tanh(z[k] + za[k]) if real else h_prev[k]
-        h[k] = value
+        value = math.tanh(XW[t * mn + k] + za[k]) if real else h_prev
+        H[(t + 1) * mn + k] = value
         if y_on:
             _emit(out, value if real else value * 0, i, t, j, n, width)
         if final_col >= 0 and t == T - 1:
@@ -66,39 +71,42 @@ def _rnn_step(z, za, h_prev, h, mask, masked, t, T, n, out, width, y_on, final_c
 
 
 @cuda.jit
-def _rnn_step_backward(h, dh, back, dz, g, mask, masked, t, T, n, width, y_on):
-    """dz = (dh + dY<t>)·(1 − a<t>²) at real steps, where dh = the carried gradient + the later step's
-    dz·W_aaᵀ (`back`); dh keeps what a padded step carries (0 at a real one: its share went into dz)."""
-    for k in range(cuda.grid(1), dz.size, cuda.gridsize(1)):
+def _rnn_step_backward(H, dh, back, dZ, g, mask, masked, t, T, m, n, width, y_on):
+    """dZ[t] = (dh + dY<t>)·(1 − a<t>²) at real steps, where dh = the carried gradient + the later step's
+    dZ·W_aaᵀ (`back`); dh keeps what a padded step carries (0 at a real one: its share went into dZ)."""
+    mn = m * n
+    for k in range(cuda.grid(1), mn, cuda.gridsize(1)):
         i, j = k // n, k % n
         d = dh[k] + back[k]
         if _real(mask, masked, T, i, t):
             grad = d + g[(i * width + t) * n + j] if y_on else d
-            dz[k] = grad * (1 - h[k] * h[k])
+            a = H[(t + 1) * mn + k]
+            dZ[t * mn + k] = grad * (1 - a * a)
             dh[k] = d * 0
         else:
-            dz[k] = d * 0
+            dZ[t * mn + k] = d * 0
             dh[k] = d
 
 
 # ---- GRU ---------------------------------------------------------------------------------------------
 @cuda.jit
-def _gru_step(z, za, b_a, h_prev, h, extra, mask, masked, t, T, n, out, width, y_on, final_col):
-    """reset_after: Γ_r, Γ_u = σ(z + za + b_a), c̃ = tanh(z_c + Γ_r·(za_c + b_ac)), a<t> = Γ_u·c̃ + (1 − Γ_u)·a<t-1>;
-    z (m, 3n) becomes [Γ_r, Γ_u, c̃], extra = za_c + b_ac."""
-    G = 3 * n
-    for k in range(cuda.grid(1), h.size, cuda.gridsize(1)):
+def _gru_step(XW, za, b_a, H, extra, mask, masked, t, T, m, n, out, width, y_on, final_col):
+    """reset_after: Γ_r, Γ_u = σ(XW[t] + za + b_a), c̃ = tanh(XW_c + Γ_r·(za_c + b_ac)), a<t> = Γ_u·c̃ + (1 − Γ_u)·a<t-1>;
+    XW[t] becomes [Γ_r, Γ_u, c̃], extra[t] = za_c + b_ac (za = a<t-1>·W_a)."""
+    G, mn = 3 * n, m * n
+    for k in range(cuda.grid(1), mn, cuda.gridsize(1)):
         i, j = k // n, k % n
-        row = i * G
-        zc = za[row + 2 * n + j] + b_a[2 * n + j]
-        r = _sigmoid(z[row + j] + za[row + j] + b_a[j])
-        u = _sigmoid(z[row + n + j] + za[row + n + j] + b_a[n + j])
-        c = math.tanh(z[row + 2 * n + j] + r * zc)
-        extra[k] = zc
-        z[row + j], z[row + n + j], z[row + 2 * n + j] = r, u, c
+        row, zrow = t * m * G + i * G, i * G
+        h_prev = H[t * mn + k]
+        zc = za[zrow + 2 * n + j] + b_a[2 * n + j]
+        r = _sigmoid(XW[row + j] + za[zrow + j] + b_a[j])
+        u = _sigmoid(XW[row + n + j] + za[zrow + n + j] + b_a[n + j])
+        c = math.tanh(XW[row + 2 * n + j] + r * zc)
+        extra[t * mn + k] = zc
+        XW[row + j], XW[row + n + j], XW[row + 2 * n + j] = r, u, c
         real = _real(mask, masked, T, i, t)
-        value = u * c + (1 - u) * h_prev[k] if real else h_prev[k]
-        h[k] = value
+        value = u * c + (1 - u) * h_prev if real else h_prev
+        H[(t + 1) * mn + k] = value
         if y_on:
             _emit(out, value if real else value * 0, i, t, j, n, width)
         if final_col >= 0 and t == T - 1:
@@ -106,29 +114,32 @@ def _gru_step(z, za, b_a, h_prev, h, extra, mask, masked, t, T, n, out, width, y
 
 
 @cuda.jit
-def _gru_gates_seed(z, zru, h_prev, extra, n):
-    """The seed's GRU, first half: Γ_r, Γ_u = σ(z + a<t-1>·W_a,ru) into z; extra = Γ_r·a<t-1>."""
-    G = 3 * n
-    for k in range(cuda.grid(1), extra.size, cuda.gridsize(1)):
+def _gru_gates_seed(XW, zru, H, extra, t, m, n):
+    """The seed's GRU, first half: Γ_r, Γ_u = σ(XW[t] + a<t-1>·W_a,ru) into XW[t]; extra[t] = Γ_r·a<t-1>."""
+    G, mn = 3 * n, m * n
+    for k in range(cuda.grid(1), mn, cuda.gridsize(1)):
         i, j = k // n, k % n
-        r = _sigmoid(z[i * G + j] + zru[i * 2 * n + j])
-        z[i * G + n + j] = _sigmoid(z[i * G + n + j] + zru[i * 2 * n + n + j])
-        z[i * G + j] = r
-        extra[k] = r * h_prev[k]
+        row = t * m * G + i * G
+        r = _sigmoid(XW[row + j] + zru[i * 2 * n + j])
+        XW[row + n + j] = _sigmoid(XW[row + n + j] + zru[i * 2 * n + n + j])
+        XW[row + j] = r
+        extra[t * mn + k] = r * H[t * mn + k]
 
 
 @cuda.jit
-def _gru_update_seed(z, zc, h_prev, h, mask, masked, t, T, n, out, width, y_on, final_col):
-    """The seed's GRU, second half: c̃ = tanh(z_c + (Γ_r·a<t-1>)·W_ac) into z; a<t> = Γ_u·c̃ + (1 − Γ_u)·a<t-1>."""
-    G = 3 * n
-    for k in range(cuda.grid(1), h.size, cuda.gridsize(1)):
+def _gru_update_seed(XW, zc, H, mask, masked, t, T, m, n, out, width, y_on, final_col):
+    """The seed's GRU, second half: c̃ = tanh(XW_c + (Γ_r·a<t-1>)·W_ac) into XW[t]; a<t> = Γ_u·c̃ + (1 − Γ_u)·a<t-1>."""
+    G, mn = 3 * n, m * n
+    for k in range(cuda.grid(1), mn, cuda.gridsize(1)):
         i, j = k // n, k % n
-        c = math.tanh(z[i * G + 2 * n + j] + zc[k])
-        z[i * G + 2 * n + j] = c
-        u = z[i * G + n + j]
+        row = t * m * G + i * G
+        h_prev = H[t * mn + k]
+        c = math.tanh(XW[row + 2 * n + j] + zc[k])
+        XW[row + 2 * n + j] = c
+        u = XW[row + n + j]
         real = _real(mask, masked, T, i, t)
-        value = u * c + (1 - u) * h_prev[k] if real else h_prev[k]
-        h[k] = value
+        value = u * c + (1 - u) * h_prev if real else h_prev
+        H[(t + 1) * mn + k] = value
         if y_on:
             _emit(out, value if real else value * 0, i, t, j, n, width)
         if final_col >= 0 and t == T - 1:
@@ -136,76 +147,76 @@ def _gru_update_seed(z, zc, h_prev, h, mask, masked, t, T, n, out, width, y_on, 
 
 
 @cuda.jit
-def _gru_step_backward(gates, h_prev, extra, dh, back, dzx, dza, dzc, g, mask, masked, t, T, n, width, y_on,
+def _gru_step_backward(gates, H, extra, dh, back, dZx, dZa, dZc, g, mask, masked, t, T, m, n, width, y_on,
                        reset_after):
     """With grad = dh + back + dY<t>: dz_u = grad·(c̃ − a<t-1>)·Γ_u(1 − Γ_u), dz_c = grad·Γ_u·(1 − c̃²), dh ← grad·(1 − Γ_u);
-    reset_after also dz_r = dz_c·extra·Γ_r(1 − Γ_r) and dza = [dz_r, dz_u, Γ_r·dz_c]. The seed's GRU leaves dz_r
-    to `_gru_reset_backward_seed` and copies dz_c to `dzc` (m, n) for its product with W_acᵀ."""
-    G = 3 * n
-    for k in range(cuda.grid(1), dh.size, cuda.gridsize(1)):
+    reset_after also dz_r = dz_c·extra·Γ_r(1 − Γ_r) and dZa[t] = [dz_r, dz_u, Γ_r·dz_c]. The seed's GRU leaves dz_r
+    to `_gru_reset_backward_seed` and copies dz_c to dZc[t] (T, m, n) for its product with W_acᵀ."""
+    G, mn = 3 * n, m * n
+    for k in range(cuda.grid(1), mn, cuda.gridsize(1)):
         i, j = k // n, k % n
-        row = i * G
+        row = t * m * G + i * G
         d = dh[k] + back[k]
         if not _real(mask, masked, T, i, t):
             for q in range(3):
-                dzx[row + q * n + j] = d * 0
+                dZx[row + q * n + j] = d * 0
                 if reset_after:
-                    dza[row + q * n + j] = d * 0
+                    dZa[row + q * n + j] = d * 0
             if not reset_after:
-                dzc[k] = d * 0
+                dZc[t * mn + k] = d * 0
             dh[k] = d
             continue
         grad = d + g[(i * width + t) * n + j] if y_on else d
         r, u, c = gates[row + j], gates[row + n + j], gates[row + 2 * n + j]
-        dz_u = grad * (c - h_prev[k]) * u * (1 - u)
+        dz_u = grad * (c - H[t * mn + k]) * u * (1 - u)
         dz_c = grad * u * (1 - c * c)
         dh[k] = grad * (1 - u)
-        dzx[row + n + j] = dz_u
-        dzx[row + 2 * n + j] = dz_c
+        dZx[row + n + j] = dz_u
+        dZx[row + 2 * n + j] = dz_c
         if reset_after:
-            dz_r = dz_c * extra[k] * r * (1 - r)
-            dzx[row + j] = dz_r
-            dza[row + j], dza[row + n + j], dza[row + 2 * n + j] = dz_r, dz_u, dz_c * r
+            dz_r = dz_c * extra[t * mn + k] * r * (1 - r)
+            dZx[row + j] = dz_r
+            dZa[row + j], dZa[row + n + j], dZa[row + 2 * n + j] = dz_r, dz_u, dz_c * r
         else:
-            dzc[k] = dz_c
+            dZc[t * mn + k] = dz_c
 
 
 @cuda.jit
-def _gru_reset_backward_seed(gates, h_prev, dh, d_reset, dzx, dzru, mask, masked, t, T, n):
+def _gru_reset_backward_seed(gates, H, dh, d_reset, dZx, dZru, mask, masked, t, T, m, n):
     """The seed's GRU: with d_reset = dz_c·W_acᵀ = ∂L/∂(Γ_r·a<t-1>): dh += d_reset·Γ_r, dz_r = d_reset·a<t-1>·Γ_r(1 − Γ_r);
-    dzru (m, 2n) = [dz_r, dz_u] for the product with W_a,ruᵀ."""
-    G = 3 * n
-    for k in range(cuda.grid(1), dh.size, cuda.gridsize(1)):
+    dZru[t] (T, m, 2n) = [dz_r, dz_u] for the product with W_a,ruᵀ."""
+    G, mn = 3 * n, m * n
+    for k in range(cuda.grid(1), mn, cuda.gridsize(1)):
         i, j = k // n, k % n
-        row = i * G
+        row, ru = t * m * G + i * G, t * m * 2 * n + i * 2 * n
         if _real(mask, masked, T, i, t):
             r = gates[row + j]
             dh[k] += d_reset[k] * r
-            dzx[row + j] = d_reset[k] * h_prev[k] * r * (1 - r)
-        dzru[i * 2 * n + j] = dzx[row + j]
-        dzru[i * 2 * n + n + j] = dzx[row + n + j]
+            dZx[row + j] = d_reset[k] * H[t * mn + k] * r * (1 - r)
+        dZru[ru + j] = dZx[row + j]
+        dZru[ru + n + j] = dZx[row + n + j]
 
 
 # ---- LSTM --------------------------------------------------------------------------------------------
 @cuda.jit
-def _lstm_step(z, za, P, peep, h_prev, c_prev, h, c, mask, masked, t, T, n, out, width, y_on, final_col):
-    """Γ_u, Γ_f, Γ_o = σ(z_k + za_k [+ P_k·c<t-1>]), c̃ = tanh(z_c + za_c); c<t> = Γ_u·c̃ + Γ_f·c<t-1>,
-    a<t> = Γ_o·tanh(c<t>); z (m, 4n) becomes [Γ_u, Γ_f, Γ_o, c̃]."""
-    G = 4 * n
-    for k in range(cuda.grid(1), h.size, cuda.gridsize(1)):
+def _lstm_step(XW, za, P, peep, H, C, mask, masked, t, T, m, n, out, width, y_on, final_col):
+    """Γ_u, Γ_f, Γ_o = σ(z_k [+ P_k·c<t-1>]), c̃ = tanh(z_c), z = XW[t] + za (za = a<t-1>·W_a); c<t> = Γ_u·c̃ + Γ_f·c<t-1>,
+    a<t> = Γ_o·tanh(c<t>); XW[t] becomes [Γ_u, Γ_f, Γ_o, c̃]."""
+    G, mn = 4 * n, m * n
+    for k in range(cuda.grid(1), mn, cuda.gridsize(1)):
         i, j = k // n, k % n
-        row = i * G
-        cp = c_prev[k]
+        row, zrow = t * m * G + i * G, i * G
+        cp = C[t * mn + k]
         pu, pf, po = (P[j] * cp, P[n + j] * cp, P[2 * n + j] * cp) if peep else (cp * 0, cp * 0, cp * 0)
-        u = _sigmoid(z[row + j] + za[row + j] + pu)
-        f = _sigmoid(z[row + n + j] + za[row + n + j] + pf)
-        o = _sigmoid(z[row + 2 * n + j] + za[row + 2 * n + j] + po)
-        cc = math.tanh(z[row + 3 * n + j] + za[row + 3 * n + j])
-        z[row + j], z[row + n + j], z[row + 2 * n + j], z[row + 3 * n + j] = u, f, o, cc
+        u = _sigmoid(XW[row + j] + za[zrow + j] + pu)
+        f = _sigmoid(XW[row + n + j] + za[zrow + n + j] + pf)
+        o = _sigmoid(XW[row + 2 * n + j] + za[zrow + 2 * n + j] + po)
+        cc = math.tanh(XW[row + 3 * n + j] + za[zrow + 3 * n + j])
+        XW[row + j], XW[row + n + j], XW[row + 2 * n + j], XW[row + 3 * n + j] = u, f, o, cc
         real = _real(mask, masked, T, i, t)
         c_new = u * cc + f * cp if real else cp
-        h_new = o * math.tanh(c_new) if real else h_prev[k]
-        c[k], h[k] = c_new, h_new
+        h_new = o * math.tanh(c_new) if real else H[t * mn + k]
+        C[(t + 1) * mn + k], H[(t + 1) * mn + k] = c_new, h_new
         if y_on:
             _emit(out, h_new if real else h_new * 0, i, t, j, n, width)
         if final_col >= 0 and t == T - 1:
@@ -214,29 +225,29 @@ def _lstm_step(z, za, P, peep, h_prev, c_prev, h, c, mask, masked, t, T, n, out,
 
 
 @cuda.jit
-def _lstm_step_backward(gates, c_prev, c, P, peep, dh, back, dc, dz, g, mask, masked, t, T, n, width, y_on):
+def _lstm_step_backward(gates, C, P, peep, dh, back, dc, dZ, g, mask, masked, t, T, m, n, width, y_on):
     """With grad = dh + back + dY<t>: dc<t> = dc + grad·Γ_o·(1 − tanh²c<t>); dz_u = dc<t>·c̃·Γ_u(1 − Γ_u),
     dz_f = dc<t>·c<t-1>·Γ_f(1 − Γ_f), dz_o = grad·tanh c<t>·Γ_o(1 − Γ_o), dz_c = dc<t>·Γ_u·(1 − c̃²);
-    dc ← dc<t>·Γ_f [+ Σ_k dz_k·P_k], dh ← 0 (its share went into dz) at real steps."""
-    G = 4 * n
-    for k in range(cuda.grid(1), dh.size, cuda.gridsize(1)):
+    dc ← dc<t>·Γ_f [+ Σ_k dz_k·P_k], dh ← 0 (its share went into dZ) at real steps."""
+    G, mn = 4 * n, m * n
+    for k in range(cuda.grid(1), mn, cuda.gridsize(1)):
         i, j = k // n, k % n
-        row = i * G
+        row = t * m * G + i * G
         d = dh[k] + back[k]
         if not _real(mask, masked, T, i, t):
             for q in range(4):
-                dz[row + q * n + j] = d * 0
+                dZ[row + q * n + j] = d * 0
             dh[k] = d
             continue
         grad = d + g[(i * width + t) * n + j] if y_on else d
         u, f, o, cc = gates[row + j], gates[row + n + j], gates[row + 2 * n + j], gates[row + 3 * n + j]
-        tc = math.tanh(c[k])
+        tc = math.tanh(C[(t + 1) * mn + k])
         dct = dc[k] + grad * o * (1 - tc * tc)
         dz_u = dct * cc * u * (1 - u)
-        dz_f = dct * c_prev[k] * f * (1 - f)
+        dz_f = dct * C[t * mn + k] * f * (1 - f)
         dz_o = grad * tc * o * (1 - o)
-        dz[row + j], dz[row + n + j], dz[row + 2 * n + j] = dz_u, dz_f, dz_o
-        dz[row + 3 * n + j] = dct * u * (1 - cc * cc)
+        dZ[row + j], dZ[row + n + j], dZ[row + 2 * n + j] = dz_u, dz_f, dz_o
+        dZ[row + 3 * n + j] = dct * u * (1 - cc * cc)
         dct = dct * f
         if peep:
             dct += dz_u * P[j] + dz_f * P[n + j] + dz_o * P[2 * n + j]
@@ -245,14 +256,14 @@ def _lstm_step_backward(gates, c_prev, c, P, peep, dh, back, dc, dz, g, mask, ma
 
 
 @cuda.jit
-def _peephole_grad(dz, C, dP, rows, n):
-    """dP[q, j] = Σ_r dz[r, q·n + j]·c<t-1>[r, j] over the T·m time-major rows r, q = u, f, o."""
+def _peephole_grad(dZ, C, dP, rows, n):
+    """dP[q, j] = Σ_r dZ[r, q·n + j]·c<t-1>[r, j] over the T·m time-major rows r, q = u, f, o."""
     G = 4 * n
     for k in range(cuda.grid(1), dP.size, cuda.gridsize(1)):
         q, j = k // n, k % n
-        acc = dz[0] * 0
+        acc = dZ[0] * 0
         for r in range(rows):
-            acc += dz[r * G + q * n + j] * C[r * n + j]
+            acc += dZ[r * G + q * n + j] * C[r * n + j]
         dP[k] = acc
 
 
@@ -262,11 +273,6 @@ def _launch(kernel, n_items, *args):
     kernel[blocks, threads](*args)
 
 
-def _step(array, t):
-    """The flat (contiguous) view of array[t]."""
-    return _flat(array[t])
-
-
 def _zeros(shape, dtype):
     return ew.fill(device.empty(shape, dtype), 0)
 
@@ -274,6 +280,27 @@ def _zeros(shape, dtype):
 def _columns(W, start: int, stop: int):
     """A C-ordered copy of W[:, start:stop]."""
     return layout.gather(W, start, (W.shape[0], stop - start), (W.shape[1], 1))
+
+
+class _StepProduct:
+    """out (M, N) = A_t·op(B) into one preallocated buffer, A_t the (M, K) block at offset t·M·K of a flat
+    time-major array: the tiled kernel of `matmul` launched without allocating or slicing per step."""
+
+    def __init__(self, B, M: int, K: int, trans_b: bool = False):
+        self.B, self.M, self.K, self.trans_b = _flat(B), M, K, trans_b
+        N = B.shape[0] if trans_b else B.shape[1]
+        self.out = device.empty((M, N), B.dtype)
+        self.flat = _flat(self.out)
+        tiling = tiling_for(B.dtype)
+        self.kernel = gemm_kernel(np.dtype(B.dtype), tiling)
+        self.launch = ((N + tiling.BN - 1) // tiling.BN, (M + tiling.BM - 1) // tiling.BM, 1), tiling.threads
+        self.N = N
+
+    def __call__(self, A, t: int):
+        grid, threads = self.launch
+        self.kernel[grid, threads](A, self.B, self.flat, self.M, self.N, self.K, device_vector((t * self.M * self.K,)),
+                                   device_vector((0,)), False, self.trans_b)
+        return self.flat
 
 
 def sequence(cell, x, states, W_x, W_a, b_x, b_a, P, mask, returns, reset_after):
@@ -307,64 +334,65 @@ def sequence(cell, x, states, W_x, W_a, b_x, b_a, P, mask, returns, reset_after)
     width = (T if y_on else 0) + (S if returns != "sequence" else 0)
     final_col = width - S if returns != "sequence" else -1
     out = device.empty((m, width, n), dtype)
-    flat_out = _flat(out)
     peep = P is not None
-    P_flat = _flat(P) if peep else mask_d
+    XW_f, H_f, out_f = _flat(XW), _flat(H), _flat(out)
+    C_f = _flat(C) if cell == "lstm" else mask_d
+    extra_f = _flat(extra) if cell == "gru" else mask_d
+    P_f = _flat(P) if peep else mask_d
+    common = (mask_d, masked)
+    tail = (out_f, width, y_on, final_col)
     if seed_gru:
         W_ru, W_c = _columns(W_a, 0, 2 * n), _columns(W_a, 2 * n, G)
-    common = (mask_d, masked)
+        gates_product, candidate_product = _StepProduct(W_ru, m, n), _StepProduct(W_c, m, n)
+    else:
+        recurrent_product = _StepProduct(W_a, m, n)
     for t in range(T):
-        z, h_prev, h = _step(XW, t), _step(H, t), _step(H, t + 1)
-        tail = (flat_out, width, y_on, final_col)
         if cell == "rnn":
-            za = _flat(gemm(H[t], W_a))
-            _launch(_rnn_step, m * n, z, za, h_prev, h, *common, t, T, n, *tail)
+            _launch(_rnn_step, m * n, XW_f, recurrent_product(H_f, t), H_f, *common, t, T, m, n, *tail)
         elif cell == "lstm":
-            za = _flat(gemm(H[t], W_a))
-            _launch(_lstm_step, m * n, z, za, P_flat, peep, h_prev, _step(C, t), h, _step(C, t + 1), *common,
-                    t, T, n, *tail)
+            _launch(_lstm_step, m * n, XW_f, recurrent_product(H_f, t), P_f, peep, H_f, C_f, *common, t, T, m, n,
+                    *tail)
         elif reset_after:
-            za = _flat(gemm(H[t], W_a))
-            _launch(_gru_step, m * n, z, za, b_a, h_prev, h, _step(extra, t), *common, t, T, n, *tail)
+            _launch(_gru_step, m * n, XW_f, recurrent_product(H_f, t), b_a, H_f, extra_f, *common, t, T, m, n, *tail)
         else:
-            _launch(_gru_gates_seed, m * n, z, _flat(gemm(H[t], W_ru)), h_prev, _step(extra, t), n)
-            zc = _flat(gemm(extra[t], W_c))
-            _launch(_gru_update_seed, m * n, z, zc, h_prev, h, *common, t, T, n, *tail)
+            _launch(_gru_gates_seed, m * n, XW_f, gates_product(H_f, t), H_f, extra_f, t, m, n)
+            _launch(_gru_update_seed, m * n, XW_f, candidate_product(extra_f, t), H_f, *common, t, T, m, n, *tail)
 
     def backprop(g, needs=None):
         needs = needs or (True,) * (len(states) + 4 + (cell == "gru") + peep)
-        g_flat = _flat(g)
+        g_f = _flat(g)
         if returns != "sequence":
             finals = [layout.gather(g, (final_col + s) * n, (m, n), (width * n, 1)) for s in range(S)]
         else:
             finals = [_zeros((m, n), dtype) for _ in range(S)]
-        dh = finals[0]
-        back = _zeros((m, n), dtype)
+        dh, dc = _flat(finals[0]), _flat(finals[-1])
         dZ = device.empty((T, m, G), dtype)
         dZa = device.empty((T, m, G), dtype) if cell == "gru" and reset_after else dZ
+        dZ_f, dZa_f = _flat(dZ), _flat(dZa)
         if seed_gru:
             dZc, dZru = device.empty((T, m, n), dtype), device.empty((T, m, 2 * n), dtype)
+            dZc_f, dZru_f = _flat(dZc), _flat(dZru)
+            reset_product, gates_back = _StepProduct(W_c, m, n, trans_b=True), _StepProduct(W_ru, m, 2 * n, trans_b=True)
+        else:
+            dZc_f = dZ_f
+            state_back = _StepProduct(W_a, m, G, trans_b=True)
+        back = _flat(_zeros((m, n), dtype))
         for t in range(T - 1, -1, -1):
-            h_prev, dz = _step(H, t), _step(dZ, t)
             if cell == "rnn":
-                _launch(_rnn_step_backward, m * n, _step(H, t + 1), _flat(dh), _flat(back), dz, g_flat, *common,
-                        t, T, n, width, y_on)
+                _launch(_rnn_step_backward, m * n, H_f, dh, back, dZ_f, g_f, *common, t, T, m, n, width, y_on)
             elif cell == "lstm":
-                _launch(_lstm_step_backward, m * n, _step(XW, t), _step(C, t), _step(C, t + 1), P_flat, peep,
-                        _flat(dh), _flat(back), _flat(finals[1]), dz, g_flat, *common, t, T, n, width, y_on)
-            elif reset_after:
-                _launch(_gru_step_backward, m * n, _step(XW, t), h_prev, _step(extra, t), _flat(dh), _flat(back),
-                        dz, _step(dZa, t), dz, g_flat, *common, t, T, n, width, y_on, True)
+                _launch(_lstm_step_backward, m * n, XW_f, C_f, P_f, peep, dh, back, dc, dZ_f, g_f, *common, t, T, m,
+                        n, width, y_on)
             else:
-                _launch(_gru_step_backward, m * n, _step(XW, t), h_prev, _step(extra, t), _flat(dh), _flat(back),
-                        dz, dz, _step(dZc, t), g_flat, *common, t, T, n, width, y_on, False)
-                d_reset = gemm(dZc[t], W_c, trans_b=True)
-                _launch(_gru_reset_backward_seed, m * n, _step(XW, t), h_prev, _flat(dh), _flat(d_reset), dz,
-                        _step(dZru, t), *common, t, T, n)
-                back = gemm(dZru[t], W_ru, trans_b=True)
-                continue
-            back = gemm(dZa[t], W_a, trans_b=True)
-        da0 = ew.add(dh, back)
+                _launch(_gru_step_backward, m * n, XW_f, H_f, extra_f, dh, back, dZ_f, dZa_f, dZc_f, g_f, *common, t,
+                        T, m, n, width, y_on, reset_after)
+            if seed_gru:
+                _launch(_gru_reset_backward_seed, m * n, XW_f, H_f, dh, reset_product(dZc_f, t), dZ_f, dZru_f,
+                        *common, t, T, m, n)
+                back = gates_back(dZru_f, t)
+            else:
+                back = state_back(dZa_f, t)
+        da0 = ew.add(finals[0], back.reshape((m, n)))
         dZ2, dZa2 = dZ.reshape((T * m, G)), dZa.reshape((T * m, G))
         H2 = H[:T].reshape((T * m, n))
         wanted = iter(needs)
@@ -387,7 +415,7 @@ def sequence(cell, x, states, W_x, W_a, b_x, b_a, P, mask, returns, reset_after)
             dP = None
             if next(wanted):
                 dP = device.empty((3, n), dtype)
-                _launch(_peephole_grad, 3 * n, _flat(dZ2), _flat(C[:T]), _flat(dP), T * m, n)
+                _launch(_peephole_grad, 3 * n, dZ_f, C_f, _flat(dP), T * m, n)
             grads.append(dP)
         return tuple(grads)
 
