@@ -32,7 +32,8 @@ def run(backend, op, arrays, dtype, upstream, requires_grad=None, **attrs):
     """(output, gradient of each input or None) of `op` on `backend` (a name or instance) under `upstream`."""
     backend = load_backend(backend) if isinstance(backend, str) else backend
     requires_grad = requires_grad or (True,) * len(arrays)
-    tensors = [Tensor(np.array(a), dtype=dtype, backend=backend, requires_grad=r) for a, r in zip(arrays, requires_grad)]
+    tensors = [Tensor(np.array(a), dtype=dtype, backend=backend, requires_grad=r)
+               for a, r in zip(arrays, requires_grad)]
     out = call(op, *tensors, **attrs)
     out.backward(Tensor(upstream, dtype=dtype, backend=backend))
     return out.numpy(), [None if t.grad is None else t.grad.numpy() for t in tensors]
@@ -90,7 +91,8 @@ def test_the_fused_kernels_run_not_the_composite_defaults(cuda, monkeypatch):
     for name in ("im2col", "col2im", "max_pool_forward", "max_pool_backward", "avg_pool_forward",
                  "avg_pool_backward", "global_avg_pool_forward", "global_avg_pool_backward"):
         original = getattr(convolution, name)
-        monkeypatch.setattr(convolution, name, lambda *a, _name=name, _f=original, **k: calls.append(_name) or _f(*a, **k))
+        monkeypatch.setattr(convolution, name,
+                            lambda *a, _name=name, _f=original, **k: calls.append(_name) or _f(*a, **k))
     original_bn = normalization.batch_norm_forward
     monkeypatch.setattr(normalization, "batch_norm_forward",
                         lambda *a, **k: calls.append("batch_norm_forward") or original_bn(*a, **k))
@@ -337,4 +339,5 @@ def test_a_small_cnn_on_the_fused_kernels_passes_run_layer_test():
                                  lm.nn.MaxPool2D(2), lm.nn.AvgPool2D(3, stride=1, padding=1), lm.nn.GlobalAvgPool2D()])
 
     report = run_layer_test(build, (1, 4, 4, 2), backend="cuda", expected_output_shape=(1, 3))
-    assert report.gradcheck.passed and report.num_parameters == 3 * 3 * 2 * 3 + 3 + 4 * 3     # BatchNorm: γ, β and the running μ, σ²
+    # the convolution's W and b, BatchNorm's γ, β and running μ, σ²
+    assert report.gradcheck.passed and report.num_parameters == 3 * 3 * 2 * 3 + 3 + 4 * 3
