@@ -2,15 +2,15 @@
 
     python benchmarks/gpu.py [--out results.md] [--skip-tests] [--sanitize] [--quick]
 
-1. The CUDA backend's tests with pytest, on the GPU: the conformance suite, gradient checks, the
-   fused kernels and every core recipe training with --backend cuda (tests/test_cuda_*.py; the
-   tests the simulator leaves out run here).
-2. With --sanitize, a few ops' tests under compute-sanitizer (memcheck, racecheck).
-3. Timings side by side with PyTorch CUDA (and CuPy for the matrix product) when importable:
+1. Timings side by side with PyTorch CUDA (and CuPy for the matrix product) when importable:
    the 4096³ float32 matrix product (TFLOP/s against the card's FP32 peak), conv2d forward+backward
    (32×56×56×64 → 64 filters 3×3 same), LSTM forward+backward (batch 64, T 100, input 128,
    hidden 256) and one digits-mlp training epoch. Each time is the median of repeated runs after
    warm-up runs (which include Numba's compilation), synchronised with the device.
+2. The CUDA backend's tests with pytest, on the GPU: the conformance suite, gradient checks, the
+   fused kernels and every core recipe training with --backend cuda (tests/test_cuda_*.py; the
+   tests the simulator leaves out run here).
+3. With --sanitize, a few ops' tests under compute-sanitizer (memcheck, racecheck).
 
 Prints a Markdown table (also written to --out) for docs/performance.md. TF32 is off in PyTorch
 so that both sides compute in float32. `--quick` runs the same code at tiny sizes, also in Numba's
@@ -57,18 +57,31 @@ def main() -> int:
               file=sys.stderr)
         return 2
     started = time.perf_counter()
-    lines = [f"## {card_name()} — {time.strftime('%Y-%m-%d')}", "", versions(), ""]
+    report = Report(args.out)
+    report.add([f"## {card_name()} — {time.strftime('%Y-%m-%d')}", "", versions(), ""])
+    report.add(timings() + [""])
     if not args.skip_tests:
-        lines += run_tests(args.test_timeout, args.test_log) + [""]
+        report.add(run_tests(args.test_timeout, args.test_log) + [""])
     if args.sanitize:
-        lines += sanitize() + [""]
-    lines += timings()
-    lines += ["", f"Whole run: {time.perf_counter() - started:.0f} s."]
-    report = "\n".join(lines)
-    print(report)
-    if args.out:
-        args.out.write_text(report + "\n")
+        report.add(sanitize() + [""])
+    report.add([f"Whole run: {time.perf_counter() - started:.0f} s."])
     return 0
+
+
+class Report:
+    """Lines printed as each part finishes (and appended to `path`), so a run cut short keeps its results."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        if path:
+            path.write_text("")
+
+    def add(self, lines: list[str]) -> None:
+        text = "\n".join(lines) + "\n"
+        print(text, end="", flush=True)
+        if self.path:
+            with self.path.open("a") as out:
+                out.write(text)
 
 
 # ---- the machine ------------------------------------------------------------------------------------
