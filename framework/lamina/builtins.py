@@ -7,6 +7,8 @@ from .hookspecs import hookimpl
 from .nn import BatchNorm, Dropout
 from .nn.conv import CONV_LAYERS
 from .nn.core import LAYERS
+from .nn.embedding import Embedding
+from .nn.recurrent import RECURRENT_LAYERS
 from .nn.residual import ResidualBlock
 from .nn.inception import AdaptiveAvgPool2D, InceptionModule
 from .nn.lrn import LocalResponseNorm
@@ -26,7 +28,8 @@ def lamina_register_components(register):
         register("activations", name, fn)
     for name, layer in {**LAYERS, **CONV_LAYERS, "dropout": Dropout, "batch_norm": BatchNorm,
                         "residual_block": ResidualBlock, "local_response_norm": LocalResponseNorm,
-                        "inception": InceptionModule, "adaptive_avg_pool2d": AdaptiveAvgPool2D}.items():
+                        "inception": InceptionModule, "adaptive_avg_pool2d": AdaptiveAvgPool2D,
+                        **RECURRENT_LAYERS, "embedding": Embedding}.items():
         register("layers", name, layer)
     for kind, classes in (("losses", losses.LOSSES), ("metrics", metrics.METRICS),
                           ("optimizers", optim.OPTIMIZERS), ("schedules", schedules.SCHEDULES),
@@ -50,6 +53,9 @@ def lamina_register_components(register):
 def lamina_register_commands(cli):
     from .diagnose import diagnose_command
     from .hparams.command import hparams
+    from .style_command import style_transfer_command, visualize_units_command
 
     cli.add_command(diagnose_command)
     cli.add_command(hparams)
+    cli.add_command(style_transfer_command)
+    cli.add_command(visualize_units_command)

@@ -20,19 +20,22 @@ import numpy as np
 from lamina.backend import kernel
 from lamina.errors import OpError
 from lamina.ops.convolution import spatial_geometry
+from lamina.ops.recurrent import N_STATES, mask_array
 from lamina.ops.lrn import lrn_window
 from lamina.ops.updates import MOMENTUM_DAMPENINGS, split_epsilon
 from lamina.reference import ReferenceBackend
 
-from . import _activations, _batchnorm, _convolution, _optimizers, _softmax
+from . import _activations, _batchnorm, _convolution, _optimizers, _recurrent, _softmax
 
 COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: conv2d: filter banks of at most this many numbers (f·f·n_C_prev·n_C: 4 KiB of float32, L1-resident) run
 #: the direct kernel; larger ones im2col + BLAS (measured: BLAS wins from about 27·48 up, the direct kernel
 #: below, where a product only n_C wide leaves BLAS packing more than multiplying)
 DIRECT_MAX_WEIGHTS = 1024
-#: conv2d: bytes of im2col columns built (and multiplied) at a time: small enough to stay in the L2 cache
-GEMM_CHUNK_BYTES = 512 * 1024
+#: conv2d: bytes of im2col columns built (and multiplied) at a time. Not L2-sized: each BLAS call wakes and
+#: joins BLAS's threads, and on a loaded machine that costs a time slice per call (measured at load 30 on 2
+#: cores: 512 KiB chunks 9.0 s, 8 MiB 1.4 s, 32 MiB 0.86 s, one product for the batch 1.0 s)
+GEMM_CHUNK_BYTES = 32 * 1024 * 1024
 
 
 class CpuBackend(ReferenceBackend):
@@ -203,8 +206,8 @@ class CpuBackend(ReferenceBackend):
         dx = col2im(G·W₂ᵀ), each only if `needs_input_grad` asks for it. Filters of at most
         DIRECT_MAX_WEIGHTS numbers run the direct kernel (one output row at a time, no BLAS); larger
         ones im2col GEMM_CHUNK_BYTES of columns at a time into this thread's scratch buffer and multiply
-        them by BLAS while they are in cache (the backward rebuilds the columns rather than keeping them
-        alive per layer)."""
+        them by BLAS (one pass over the output: the bias is its starting value; the backward rebuilds the
+        columns rather than keeping them alive per layer)."""
         arrays = (x, W) if b is None else (x, W, b)
         if not _compiled(*arrays) or x.ndim != 4 or W.ndim != 4 or W.shape[0] != W.shape[1] \
                 or x.shape[3] != W.shape[2]:       # (the op's check refuses these; the loops count on them)
@@ -319,6 +322,45 @@ class CpuBackend(ReferenceBackend):
 
         return out, backprop
 
+    # ---- recurrent layers and embeddings (§5.1–5.6) ---------------------------------------------------
+    @kernel("rnn")
+    def rnn(self, x, a0, W_ax, W_aa, b_a, *, mask=None, returns="sequence", needs_input_grad=None):
+        """a<t> = tanh(a<t-1>·W_aa + x<t>·W_ax + b_a) over the whole sequence in one compiled loop (BPTT likewise)."""
+        return _recurrence("rnn", x, [a0], W_ax, W_aa, b_a, None, None, mask, returns, True, needs_input_grad)
+
+    @kernel("gru")
+    def gru(self, x, a0, W_x, W_a, b_x, b_a, *, reset_after=True, mask=None, returns="sequence",
+            needs_input_grad=None):
+        """a<t> = Γ_u·c̃ + (1 − Γ_u)·a<t-1>, gates [r | u | c̃] from one product a<t-1>·W_a per step (two for the
+        seed's GRU, whose c̃ needs Γ_r·a<t-1> first)."""
+        return _recurrence("gru", x, [a0], W_x, W_a, b_x, b_a, None, mask, returns, bool(reset_after),
+                           needs_input_grad)
+
+    @kernel("lstm")
+    def lstm(self, x, a0, c0, W_x, W_a, b, P=None, *, mask=None, returns="sequence", needs_input_grad=None):
+        """c<t> = Γ_u·c̃ + Γ_f·c<t-1>, a<t> = Γ_o·tanh(c<t>), gates [u | f | o | c̃] from one product a<t-1>·W_a
+        per step, optional peepholes P."""
+        return _recurrence("lstm", x, [a0, c0], W_x, W_a, b, None, P, mask, returns, True, needs_input_grad)
+
+    @kernel("embedding")
+    def embedding(self, indices, E):
+        """e = E[indices] (np.take); dE[w] = Σ of the output gradient at the positions holding w, a compiled
+        scatter-add over the positions (only the rows used are written)."""
+        if not _compiled(E) or indices.dtype.kind not in "iu":
+            return NotImplemented
+        index = np.ascontiguousarray(indices, dtype=np.int64).reshape(-1)
+        if index.size and (index.min() < 0 or index.max() >= E.shape[0]):   # the compiled loop does not bounds-check
+            raise OpError(f"embedding: indices must lie in [0, V) = [0, {E.shape[0]}), got values from "
+                          f"{index.min()} to {index.max()}")
+        out = np.take(E, index, axis=0).reshape(indices.shape + (E.shape[1],))
+
+        def backprop(g):
+            dE = np.zeros(E.shape, dtype=E.dtype)
+            _recurrent.embedding_backward(index, _c_order(g.astype(E.dtype, copy=False)).reshape(-1, E.shape[1]), dE)
+            return None, dE
+
+        return out, backprop
+
     # ---- optimizer updates (in place) ------------------------------------------------------------
     @kernel("sgd_update")
     def sgd_update(self, param, grad, *, lr):
@@ -429,5 +471,81 @@ def _unary(x, forward, backward, *, save_output, rows=False, params=()):
         dx = np.empty_like(x)
         backward(saved, _c_order(g.astype(x.dtype, copy=False)).reshape(view), dx.reshape(view), *params)
         return (dx,)
+
+    return out, backprop
+
+
+def _recurrence(cell, x, states, W_x, W_a, b_x, b_a, P, mask, returns, reset_after, needs_input_grad):
+    """Kernel result of a whole-sequence `rnn`/`gru`/`lstm`: the input projection X·W_x + b of every step as one
+    matrix product (time-major), the time loop forward and backward in _recurrent (GIL released), and the
+    weight gradients as single products over all steps: dW_x = Xᵀ·dZ, dW_a = Hᵀ·dZ, db = Σ dZ."""
+    arrays = [x, *states, W_x, W_a, b_x] + [a for a in (b_a, P) if a is not None]
+    if not _compiled(*arrays) or x.shape[0] == 0 or x.shape[1] == 0 or W_a.shape[0] == 0:
+        return NotImplemented
+    m, T, n_x = x.shape
+    n, G = W_a.shape
+    dtype = x.dtype
+    mask = mask_array(cell, mask, m, T)
+    if mask is not None and mask.all():
+        mask = None
+    W_a, P = _c_order(W_a), (_c_order(P) if P is not None else None)
+    seed_gru = cell == "gru" and not reset_after
+    x_tm = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(T * m, n_x)
+    XW = np.matmul(x_tm, W_x).reshape(T, m, G)
+    XW += (b_x + b_a) if seed_gru else b_x
+    H = np.empty((T + 1, m, n), dtype)
+    H[0] = states[0]
+    S = N_STATES[cell]
+    out = np.empty((m, (T if returns != "state" else 0) + (S if returns != "sequence" else 0), n), dtype)
+    Y = out[:, :T] if returns != "state" else None
+    if cell == "rnn":
+        _recurrent.rnn_forward(XW, W_a, H, mask, Y)
+        saved = ()
+    elif cell == "gru":
+        extra = np.empty((T, m, n), dtype)
+        _recurrent.gru_forward(XW, W_a, b_a, H, extra, reset_after, mask, Y, np.empty((m, G), dtype))
+        saved = (extra,)
+    else:
+        C = np.empty((T + 1, m, n), dtype)
+        C[0] = states[1]
+        _recurrent.lstm_forward(XW, W_a, P if P is not None else np.zeros((3, n), dtype), H, C, mask, Y)
+        saved = (C,)
+    if returns != "sequence":
+        out[:, -S] = H[T]
+        if cell == "lstm":
+            out[:, -1] = saved[0][T]
+    needs = needs_input_grad or (True,) * len(arrays)
+
+    def backprop(g):
+        g = _c_order(g.astype(dtype, copy=False))
+        dY = g[:, :T] if returns != "state" else None
+        finals = [g[:, g.shape[1] - S + k].copy() if returns != "sequence" else np.zeros((m, n), dtype)
+                  for k in range(S)]
+        dZ = np.empty((T, m, G), dtype)
+        dZa, zeros = dZ, np.zeros(n, dtype)
+        if cell == "rnn":
+            _recurrent.rnn_backward(H, W_a, mask, dY, finals[0], dZ, zeros)
+        elif cell == "gru":
+            dZa = np.empty((T, m, G), dtype) if reset_after else dZ
+            _recurrent.gru_backward(XW, H, saved[0], W_a, reset_after, mask, dY, finals[0], dZ, dZa,
+                                    np.empty((m, n), dtype), zeros)
+        else:
+            _recurrent.lstm_backward(XW, saved[0], W_a, P if P is not None else np.zeros((3, n), dtype), mask, dY,
+                                     finals[0], finals[1], dZ, zeros)
+        dZ2, dZa2 = dZ.reshape(T * m, G), dZa.reshape(T * m, G)
+        dx = np.matmul(dZ2, W_x.T).reshape(T, m, n_x).transpose(1, 0, 2) if needs[0] else None
+        dW_x = np.matmul(x_tm.T, dZ2)
+        if seed_gru:
+            dW_a = np.concatenate([np.matmul(H[:T].reshape(T * m, n).T, dZ2[:, :2 * n]),
+                                   np.matmul(saved[0].reshape(T * m, n).T, dZ2[:, 2 * n:])], axis=1)
+        else:
+            dW_a = np.matmul(H[:T].reshape(T * m, n).T, dZa2)
+        grads = [dx, *finals, dW_x, dW_a, dZ2.sum(axis=0)]
+        if cell == "gru":
+            grads.append(dZa2.sum(axis=0))
+        if P is not None:
+            gates = dZ[:, :, :3 * n].reshape(T, m, 3, n)
+            grads.append(np.einsum("tmkn,tmn->kn", gates, saved[0][:T]))
+        return tuple(grads)
 
     return out, backprop
