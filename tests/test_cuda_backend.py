@@ -158,3 +158,16 @@ def _losses(metrics: dict) -> list[float]:
 def test_every_core_recipe_trains_on_cuda(recipe, tmp_path):
     metrics = _train(recipe, "cuda", tmp_path / recipe, "--epochs", "1")
     assert all(np.isfinite(_losses(metrics)))
+
+
+@pytest.mark.parametrize("how", ["env", "toml"])
+def test_cuda_is_selected_like_any_backend(how, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if how == "env":
+        monkeypatch.setenv("LAMINA_BACKEND", "cuda")
+    else:
+        (tmp_path / "lamina.toml").write_text('backend = "cuda"\n')
+    result = CliRunner().invoke(cli, ["train", "breast-cancer-logreg", "--epochs", "1", "--out", str(tmp_path / "run"),
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "on backend 'cuda'" in result.output
