@@ -15,6 +15,7 @@ from lamina.gradcheck import gradcheck
 from lamina.ops import call
 from lamina.tensor import Tensor
 from lamina_cuda.kernels import joining, recurrent
+from test_recurrent import torch_peephole_lstm, torch_reference, torch_seed_gru
 
 TOLERANCE = {"float64": 1e-10, "float32": 2e-5}
 M, T, N_X, N_A = 3, 4, 3, 2
@@ -124,74 +125,21 @@ def test_padded_steps_output_zero_and_carry_the_state(cuda):
     close(out[2, T:], alone[3:], "float64")
 
 
-# ---- against PyTorch -------------------------------------------------------------------------------------
-def to_torch_layout(op, W):
-    """Lamina's gate column blocks -> torch's row blocks: LSTM [u f o c̃] -> [i f g o]; GRU [r u c̃] -> [r z n] with
-    z = 1 − Γ_u (u's pre-activation negated)."""
-    blocks = np.split(np.asarray(W), N_GATES[op], axis=-1)
-    if op == "lstm":
-        blocks = [blocks[0], blocks[1], blocks[3], blocks[2]]
-    if op == "gru":
-        blocks = [blocks[0], -blocks[1], blocks[2]]
-    return torch.tensor(np.concatenate(blocks, axis=-1).T)
-
-
-def from_torch_layout(op, grad):
-    blocks = np.split(grad.numpy().T, N_GATES[op], axis=-1)
-    if op == "lstm":
-        blocks = [blocks[0], blocks[1], blocks[3], blocks[2]]
-    if op == "gru":
-        blocks = [blocks[0], -blocks[1], blocks[2]]
-    return np.concatenate(blocks, axis=-1)
-
-
+# ---- against PyTorch (the weight mapping and the torch formulas of tests/test_recurrent.py) ---------------
+@pytest.mark.parametrize("masked", [False, True], ids=["full", "masked"])
 @pytest.mark.parametrize("op", ["rnn", "gru", "lstm"])
-def test_sequence_matches_torch_modules(cuda, op):
+def test_sequence_matches_torch_modules(cuda, op, masked):
+    """torch.nn.RNN/GRU/LSTM with the weights mapped; with a prefix mask, each sequence runs in torch for its length."""
     rng = np.random.default_rng(11)
     arrays = sequence_inputs(op, rng)
-    n_states = 2 if op == "lstm" else 1
-    x, states, (W_x, W_a, *biases) = arrays[0], arrays[1:1 + n_states], arrays[1 + n_states:]
-    b_x, b_a = biases if op == "gru" else (biases[0], np.zeros_like(biases[0]))
-    module = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[op](N_X, N_A, batch_first=True).double()
-    for name, value in [("weight_ih_l0", W_x), ("weight_hh_l0", W_a), ("bias_ih_l0", b_x), ("bias_hh_l0", b_a)]:
-        getattr(module, name).data = to_torch_layout(op, value)
-    xt = torch.tensor(x, requires_grad=True)
-    st = [torch.tensor(s[None], requires_grad=True) for s in states]
-    y, h = module(xt, tuple(st) if op == "lstm" else st[0])
-    want = torch.cat([y] + [f.permute(1, 0, 2) for f in (h if op == "lstm" else (h,))], 1)
-    upstream = rng.standard_normal(want.shape)
-    (want * torch.tensor(upstream)).sum().backward()
-    params = dict(module.named_parameters())
-    want_grads = [xt.grad.numpy()] + [s.grad.numpy()[0] for s in st]
-    want_grads += [from_torch_layout(op, params[name].grad) for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0")]
-    if op == "gru":
-        want_grads.append(from_torch_layout(op, params["bias_hh_l0"].grad))
-    assert_same_run(run(cuda, op, arrays, upstream, returns="both"), (want.detach().numpy(), want_grads), "float64")
-
-
-def torch_seed_gru(x, a, W_x, W_a, b_x, b_a):
-    n, outs = a.shape[1], []
-    for t in range(x.shape[1]):
-        p = x[:, t] @ W_x + b_x
-        r = torch.sigmoid(p[:, :n] + a @ W_a[:, :n] + b_a[:n])
-        u = torch.sigmoid(p[:, n:2 * n] + a @ W_a[:, n:2 * n] + b_a[n:2 * n])
-        c = torch.tanh(p[:, 2 * n:] + (r * a) @ W_a[:, 2 * n:] + b_a[2 * n:])
-        a = u * c + (1 - u) * a
-        outs.append(a)
-    return torch.stack(outs + [a], 1)
-
-
-def torch_peephole_lstm(x, a, c, W_x, W_a, b, P):
-    n, outs = a.shape[1], []
-    for t in range(x.shape[1]):
-        z = x[:, t] @ W_x + a @ W_a + b
-        u = torch.sigmoid(z[:, :n] + P[0] * c)
-        f = torch.sigmoid(z[:, n:2 * n] + P[1] * c)
-        o = torch.sigmoid(z[:, 2 * n:3 * n] + P[2] * c)
-        c = u * torch.tanh(z[:, 3 * n:]) + f * c
-        a = o * torch.tanh(c)
-        outs.append(a)
-    return torch.stack(outs + [a, c], 1)
+    lengths = np.array([4, 2, 1]) if masked else None
+    mask = (np.arange(T)[None, :] < lengths[:, None]).astype(np.uint8) if masked else None
+    S = 2 if op == "lstm" else 1
+    upstream = rng.standard_normal((M, T + S, N_A))
+    seq, finals, grads = torch_reference(op, arrays, upstream[:, :T] * (1 if mask is None else mask[..., None]),
+                                         [upstream[:, T + s] for s in range(S)], lengths)
+    want = np.concatenate([seq] + [f[:, None] for f in finals], axis=1)
+    assert_same_run(run(cuda, op, arrays, upstream, returns="both", mask=mask), (want, grads), "float64")
 
 
 @pytest.mark.parametrize("variant", ["seed_gru", "peephole_lstm"])
@@ -200,7 +148,8 @@ def test_seed_variants_match_torch_formulas(cuda, variant):
     rng = np.random.default_rng(13)
     arrays = sequence_inputs(op, rng, peephole)
     tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
-    want = (torch_seed_gru if op == "gru" else torch_peephole_lstm)(*tensors)
+    seq, finals = (torch_seed_gru if op == "gru" else torch_peephole_lstm)(*tensors)
+    want = torch.cat([seq] + [f[:, None] for f in finals], 1)
     upstream = rng.standard_normal(want.shape)
     (want * torch.tensor(upstream)).sum().backward()
     assert_same_run(run(cuda, op, arrays, upstream, returns="both", **attrs),

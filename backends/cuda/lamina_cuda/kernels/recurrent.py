@@ -2,14 +2,15 @@
 (BPTT), and the embedding's row gather and atomic scatter-add.
 
 The layout mirrors the CPU backend's `_recurrent.pyx`, time-major: XW (T, m, G) holds x<t>·W_x + b for every
-step (one `gemm` before the loop), the states H, C (T + 1, m, n) with H[0] = a<0>. Each step is one `gemm` of
-a<t-1> with all the gates' recurrent weights and one fused pointwise kernel (gate nonlinearities, state
-update, mask, and the write of the op's output: the step's a<t> and, at the last step, the final states);
-XW[t] is overwritten with the activated gates, which the backward reads. The backward mirrors it: per step one
-fused kernel makes dZ[t] (the gradient of the gates' pre-activations) and one `gemm` dZ[t]·W_aᵀ, which the next
-(earlier) step's kernel adds to the state gradient it reads; after the loop dX, dW_x, dW_a, db are single
-products and sums over all steps. mask[i, t] = 0 (a padded step) carries the states over, writes a zero output
-and leaves dZ[t, i] = 0.
+step (one `gemm` before the loop), the states H, C (T + 1, m, n) with H[0] = a<0>. Each step is one product of
+a<t-1> with all the gates' recurrent weights (matmul's tiled kernel) and one fused pointwise kernel (gate
+nonlinearities, state update, mask, and the write of the op's output: the step's a<t> and, at the last step,
+the final states); XW[t] is overwritten with the activated gates, which the backward reads. The backward
+mirrors it: per step one fused kernel makes dZ[t] (the gradient of the gates' pre-activations) and one product
+dZ[t]·W_aᵀ, which the next (earlier) step's kernel adds to the state gradient it reads; after the loop dX, dW_x,
+dW_a, db are single products and sums over all steps. mask[i, t] = 0 (a padded step) carries the states over,
+writes a zero output and leaves dZ[t, i] = 0. The step kernels take the whole arrays and t, and the step
+products write one preallocated buffer each, so a step allocates nothing and makes no array views.
 
 The seed's GRU (reset_after=False) needs Γ_r before its candidate's product (Γ_r·a<t-1>)·W_ac: two products and
 two pointwise kernels per step, forward and backward.
@@ -25,8 +26,8 @@ from .. import device
 from . import elementwise as ew
 from . import layout, reduction
 from .elementwise import _flat
-from .joining import concatenate
 from .geometry import device_vector
+from .joining import concatenate
 from .matmul import gemm, gemm_kernel, tiling_for
 
 
@@ -51,6 +52,20 @@ def _emit(out, value, i, col, j, n, width):
     out[(i * width + col) * n + j] = value
 
 
+@cuda.jit(device=True, inline=True)
+def _store_state(H, new, real, out, t, T, k, n, mn, width, y_on, final_col):
+    """a<t> = `new` at a real step, a<t-1> at a padded one, into H[t + 1]; the op's output gets a<t> (0 at a padded
+    step) and, at the last step, the final state. Returns a<t>."""
+    i, j = k // n, k % n
+    value = new if real else H[t * mn + k]
+    H[(t + 1) * mn + k] = value
+    if y_on:
+        _emit(out, value if real else value * 0, i, t, j, n, width)
+    if final_col >= 0 and t == T - 1:
+        _emit(out, value, i, final_col, j, n, width)
+    return value
+
+
 # ---- simple RNN --------------------------------------------------------------------------------------
 # Every step kernel takes the whole time-major arrays (flat) and the step t: XW, dZ (T, m, G) at t·m·G, H, C
 # (T + 1, m, n) at t·m·n (a<t-1>) and (t + 1)·m·n (a<t>), so a step creates no array views.
@@ -59,15 +74,8 @@ def _rnn_step(XW, za, H, mask, masked, t, T, m, n, out, width, y_on, final_col):
     """a<t> = tanh(XW[t] + za) at real steps, a<t-1> at padded ones (za = a<t-1>·W_aa)."""
     mn = m * n
     for k in range(cuda.grid(1), mn, cuda.gridsize(1)):
-        i, j = k // n, k % n
-        h_prev = H[t * mn + k]
-        real = _real(mask, masked, T, i, t)
-        value = math.tanh(XW[t * mn + k] + za[k]) if real else h_prev
-        H[(t + 1) * mn + k] = value
-        if y_on:
-            _emit(out, value if real else value * 0, i, t, j, n, width)
-        if final_col >= 0 and t == T - 1:
-            _emit(out, value, i, final_col, j, n, width)
+        _store_state(H, math.tanh(XW[t * mn + k] + za[k]), _real(mask, masked, T, k // n, t), out, t, T, k, n, mn,
+                     width, y_on, final_col)
 
 
 @cuda.jit
@@ -104,13 +112,8 @@ def _gru_step(XW, za, b_a, H, extra, mask, masked, t, T, m, n, out, width, y_on,
         c = math.tanh(XW[row + 2 * n + j] + r * zc)
         extra[t * mn + k] = zc
         XW[row + j], XW[row + n + j], XW[row + 2 * n + j] = r, u, c
-        real = _real(mask, masked, T, i, t)
-        value = u * c + (1 - u) * h_prev if real else h_prev
-        H[(t + 1) * mn + k] = value
-        if y_on:
-            _emit(out, value if real else value * 0, i, t, j, n, width)
-        if final_col >= 0 and t == T - 1:
-            _emit(out, value, i, final_col, j, n, width)
+        _store_state(H, u * c + (1 - u) * h_prev, _real(mask, masked, T, i, t), out, t, T, k, n, mn, width, y_on,
+                     final_col)
 
 
 @cuda.jit
@@ -137,13 +140,8 @@ def _gru_update_seed(XW, zc, H, mask, masked, t, T, m, n, out, width, y_on, fina
         c = math.tanh(XW[row + 2 * n + j] + zc[k])
         XW[row + 2 * n + j] = c
         u = XW[row + n + j]
-        real = _real(mask, masked, T, i, t)
-        value = u * c + (1 - u) * h_prev if real else h_prev
-        H[(t + 1) * mn + k] = value
-        if y_on:
-            _emit(out, value if real else value * 0, i, t, j, n, width)
-        if final_col >= 0 and t == T - 1:
-            _emit(out, value, i, final_col, j, n, width)
+        _store_state(H, u * c + (1 - u) * h_prev, _real(mask, masked, T, i, t), out, t, T, k, n, mn, width, y_on,
+                     final_col)
 
 
 @cuda.jit
@@ -215,12 +213,9 @@ def _lstm_step(XW, za, P, peep, H, C, mask, masked, t, T, m, n, out, width, y_on
         XW[row + j], XW[row + n + j], XW[row + 2 * n + j], XW[row + 3 * n + j] = u, f, o, cc
         real = _real(mask, masked, T, i, t)
         c_new = u * cc + f * cp if real else cp
-        h_new = o * math.tanh(c_new) if real else H[t * mn + k]
-        C[(t + 1) * mn + k], H[(t + 1) * mn + k] = c_new, h_new
-        if y_on:
-            _emit(out, h_new if real else h_new * 0, i, t, j, n, width)
+        C[(t + 1) * mn + k] = c_new
+        _store_state(H, o * math.tanh(c_new), real, out, t, T, k, n, mn, width, y_on, final_col)
         if final_col >= 0 and t == T - 1:
-            _emit(out, h_new, i, final_col, j, n, width)
             _emit(out, c_new, i, final_col + 1, j, n, width)
 
 
@@ -289,8 +284,7 @@ class _StepProduct:
     def __init__(self, B, M: int, K: int, trans_b: bool = False):
         self.B, self.M, self.K, self.trans_b = _flat(B), M, K, trans_b
         N = B.shape[0] if trans_b else B.shape[1]
-        self.out = device.empty((M, N), B.dtype)
-        self.flat = _flat(self.out)
+        self.flat = _flat(device.empty((M, N), B.dtype))
         tiling = tiling_for(B.dtype)
         self.kernel = gemm_kernel(np.dtype(B.dtype), tiling)
         self.launch = ((N + tiling.BN - 1) // tiling.BN, (M + tiling.BM - 1) // tiling.BM, 1), tiling.threads
