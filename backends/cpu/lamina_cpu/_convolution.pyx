@@ -5,9 +5,9 @@
 Each function loops over the images of the batch; an image's outputs (or, in the backward passes,
 its input gradient) are written by one thread only, so the images run on OpenMP threads with no
 atomics once the pass touches PARALLEL_MIN elements (below that one thread: see _vecmath.pxd).
-A convolution is either im2col + BLAS over chunks of output pixels small enough to stay in cache
-(the BLAS is SciPy's, reached through scipy.linalg.cython_blas, already a dependency of scikit-learn),
-or a direct loop for windows of few numbers. Padding is (top, left) here; the bottom/right padding
+A convolution is either im2col + BLAS over chunks of output pixels (the BLAS is SciPy's, reached
+through scipy.linalg.cython_blas: SciPy is already there as scikit-learn's dependency), or a direct
+loop for small filter banks. Padding is (top, left) here; the bottom/right padding
 only shows in the output size the caller chose.
 """
 from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
@@ -76,9 +76,9 @@ cdef inline bint threaded(Py_ssize_t m, Py_ssize_t work) noexcept nogil:
 
 
 # ---- convolution --------------------------------------------------------------------------------------------
-# Two ways, chosen by the caller (backend.conv2d): im2col + BLAS over chunks of output pixels, or, when a
-# window holds few numbers (K = f·f·n_C_prev small: the first layer of an image network), a direct loop
-# whose filter block stays in L1, where BLAS, with a product only K deep, would spend its time on packing.
+# Two ways, chosen by the caller (backend.conv2d): im2col + BLAS over chunks of output pixels, or, for a small
+# filter bank (the first layer of an image network: n_C_prev = 1 or 3, few filters), a direct loop with the
+# filters in L1, where BLAS, with products only n_C wide, would spend its time packing and im2col copying.
 
 cdef inline void gemm(char* ta, char* tb, int M, int N, int K, real alpha, const real* A, int lda, const real* B,
                       int ldb, real beta, real* C, int ldc) noexcept nogil:
@@ -92,12 +92,12 @@ cdef inline void gemm(char* ta, char* tb, int M, int N, int K, real alpha, const
 cdef void im2col_rows(const real[:, :, :, ::1] x, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t oh, Py_ssize_t ow,
                       Py_ssize_t f, Py_ssize_t stride, Py_ssize_t top, Py_ssize_t left, real* cols) noexcept nogil:
     """cols[r − r0, (a·f + b)·C + c] = x_pad[i, h·s + a, w·s + b, c] for the output pixels r = (i·n_H_out + h)·n_W_out + w
-    in [r0, r1) (0 in the padding)."""
+    in [r0, r1) (0 in the padding); the rows on OpenMP threads from PARALLEL_MIN numbers."""
     cdef Py_ssize_t H = x.shape[1], W = x.shape[2], C = x.shape[3], width = f * f * x.shape[3]
     cdef Py_ssize_t r, i, h, w, a, c, y, y0, z0, lo, hi
     cdef real* dst
     cdef const real* src
-    for r in range(r0, r1):
+    for r in prange(r0, r1, schedule="static", use_threads_if=(r1 - r0) * width >= PARALLEL_MIN):
         i, h, w = r // (oh * ow), (r // ow) % oh, r % ow
         y0, z0 = h * stride - top, w * stride - left
         lo, hi = first_inside(z0), end_inside(z0, f, W)
