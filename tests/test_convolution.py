@@ -333,10 +333,14 @@ def test_cpu_conv2d_gemm_chunks_give_the_same_result(monkeypatch, chunk_bytes):
     assert calls == ["conv_gemm_forward", "conv_gemm_backward"]
 
 
-def test_cpu_direct_conv2d_on_openmp_threads_matches_torch():
-    """16·26·26 pixels · 25 · 6 multiply-adds, above PARALLEL_MIN (2^20): the images run on threads."""
+@pytest.mark.parametrize("x_shape, w_shape", [
+    ((16, 30, 30, 1), (5, 5, 1, 6)),        # direct: 16·26·26 pixels · 25 · 6 multiply-adds
+    ((4, 48, 48, 16), (3, 3, 16, 16)),      # BLAS: 4·48·48 pixels · 144 numbers of columns, 4 images a chunk
+], ids=["direct", "gemm"])
+def test_cpu_conv2d_on_openmp_threads_matches_torch(x_shape, w_shape):
+    """Above PARALLEL_MIN (2^20) the images (im2col: the columns' rows) run on OpenMP threads."""
     rng = np.random.default_rng(6)
-    x, w, b = rng.standard_normal((16, 30, 30, 1)), rng.standard_normal((5, 5, 1, 6)), rng.standard_normal(6)
+    x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[3])
     check_conv2d_against_torch(load_backend("cpu"), x, w, b, 1, "valid", "float64", rng)
 
 

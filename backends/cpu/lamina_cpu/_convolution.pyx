@@ -120,20 +120,24 @@ cdef void im2col_rows(const real[:, :, :, ::1] x, Py_ssize_t r0, Py_ssize_t r1, 
 
 cdef void col2im_rows(const real* dcols, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t f,
                       Py_ssize_t stride, Py_ssize_t top, Py_ssize_t left, real[:, :, :, ::1] dx) noexcept nogil:
-    """dx[i, y, z, c] += the dcols entries of the output pixels [r0, r1) that read x[i, y, z, c] (im2col's adjoint)."""
+    """dx[i, y, z, c] += the dcols entries of the output pixels [r0, r1) that read x[i, y, z, c] (im2col's adjoint);
+    the images on OpenMP threads (windows of one image overlap, of two never) from PARALLEL_MIN numbers."""
     cdef Py_ssize_t H = dx.shape[1], W = dx.shape[2], C = dx.shape[3], width = f * f * dx.shape[3]
+    cdef Py_ssize_t P = oh * ow, first = r0 // P, last = (r1 - 1) // P
     cdef Py_ssize_t r, i, h, w, a, c, y0, z0, lo, hi
     cdef const real* src
     cdef real* dst
-    for r in range(r0, r1):
-        i, h, w = r // (oh * ow), (r // ow) % oh, r % ow
-        y0, z0 = h * stride - top, w * stride - left
-        lo, hi = first_inside(z0), end_inside(z0, f, W)
-        for a in range(first_inside(y0), end_inside(y0, f, H)):
-            src = dcols + (r - r0) * width + (a * f + lo) * C
-            dst = &dx[i, y0 + a, z0 + lo, 0]
-            for c in range((hi - lo) * C):      # contiguous in both (NHWC)
-                dst[c] += src[c]
+    for i in prange(first, last + 1, schedule="static",
+                    use_threads_if=last > first and (r1 - r0) * width >= PARALLEL_MIN):
+        for r in range(max(r0, i * P), min(r1, (i + 1) * P)):
+            h, w = (r // ow) % oh, r % ow
+            y0, z0 = h * stride - top, w * stride - left
+            lo, hi = first_inside(z0), end_inside(z0, f, W)
+            for a in range(first_inside(y0), end_inside(y0, f, H)):
+                src = dcols + (r - r0) * width + (a * f + lo) * C
+                dst = &dx[i, y0 + a, z0 + lo, 0]
+                for c in range((hi - lo) * C):      # contiguous in both (NHWC)
+                    dst[c] += src[c]
 
 
 def conv_gemm_forward(const real[:, :, :, ::1] x, const real[:, ::1] W2, const real[::1] b, Py_ssize_t f,

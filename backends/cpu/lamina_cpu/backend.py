@@ -224,6 +224,7 @@ class CpuBackend(ReferenceBackend):
             _convolution.conv_direct_forward(x, W2, bias, geometry, z)
         else:
             rows = max(1, min(GEMM_CHUNK_BYTES // (width * dtype.itemsize), z.shape[0] * oh * ow))
+            rows = rows // (oh * ow) * (oh * ow) or rows      # whole images where one fits: col2im threads on them
             _convolution.conv_gemm_forward(x, W2, bias, f, stride, top, left, _scratch("cols", (rows, width), dtype),
                                            z)
         needs = needs_input_grad or (True,) * len(arrays)
