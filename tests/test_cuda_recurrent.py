@@ -10,10 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
+import lamina as lm
 from lamina.backend import load_backend
 from lamina.gradcheck import gradcheck
 from lamina.ops import call
 from lamina.tensor import Tensor
+from lamina.testing import run_layer_test
 from lamina_cuda.kernels import joining, recurrent
 from test_recurrent import torch_peephole_lstm, torch_reference, torch_seed_gru
 
@@ -257,3 +259,10 @@ def test_sequence_gradchecks(cuda, spy, variant, attrs):
     result = gradcheck(lambda: (call(op, *tensors.values(), **variant_attrs, **attrs) * upstream).sum(), tensors)
     assert result.passed, result
     assert set(spy) == {"sequence"}
+
+
+def test_lstm_layer_runs_the_fused_kernel_end_to_end(spy):
+    """The LSTM layer on cuda (peepholes, sequences out): run_layer_test's shapes, gradient check, state round trip
+    and SGD step, through the fused kernel."""
+    run_layer_test(lambda: lm.nn.LSTM(3, 2, return_sequences=True, peephole=True), (2, 3, 3), backend="cuda")
+    assert spy and set(spy) == {"sequence"}
