@@ -55,7 +55,8 @@ def test_help_lists_the_options():
     (["--style-weights", "0.5"], "got 1 weights for 2 style layers"),
     (["--style-weights", "a,b"], "expected comma-separated numbers"),
     (["--lr", "0"], "Invalid value for '--lr'"),
-], ids=["steps", "style-layer", "content-layer", "model", "weights-count", "weights-numbers", "lr"])
+    (["--out", "G.xyz"], "the suffix '.xyz' names no image format"),
+], ids=["steps", "style-layer", "content-layer", "model", "weights-count", "weights-numbers", "lr", "out-format"])
 def test_bad_usage_exits_with_2(images, tmp_path, extra, message):
     content, style = images
     result = invoke("style-transfer", content, style, "--out", tmp_path / "G.png",

@@ -81,21 +81,33 @@ def to_uint8(x) -> np.ndarray:
     return np.round(np.clip(np.nan_to_num(x, nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def image_format(path) -> str:
+    """The Pillow format that `path`'s suffix names ("PNG" for .png), or a LaminaError naming the file."""
+    from PIL import Image
+
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise LaminaError(f"save_image: cannot write {path}: the suffix {path.suffix!r} names no image format "
+                          f"Pillow writes (use .png or .jpg)")
+    return fmt
+
+
 def save_image(path, x) -> Path:
     """Write image `x` (values in [0, 1], clipped) to `path` in the format its suffix names
     (.png, .jpg, ...), atomically. Returns the path."""
     from PIL import Image
 
+    path = Path(path)
+    fmt = image_format(path)
     pixels = to_uint8(x)
     img = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
-    path = Path(path)
     if not path.parent.is_dir():
         raise LaminaError(f"save_image: folder {path.parent} does not exist (writing {path})")
     buffer = io.BytesIO()
     try:
-        img.save(buffer, format=Image.registered_extensions().get(path.suffix.lower()))
+        img.save(buffer, format=fmt)
     except (KeyError, ValueError, OSError) as err:
-        raise LaminaError(f"save_image: cannot write {path}: the suffix {path.suffix!r} names no image format "
-                          f"Pillow writes (use .png or .jpg): {err}") from err
+        raise LaminaError(f"save_image: cannot write {path} as {fmt}: {err}") from err
     atomic_write(path, buffer.getvalue())
     return path

@@ -38,6 +38,18 @@ def _weights_list(ctx, param, value):
     return weights
 
 
+def _check_out(out: Path) -> None:
+    """Fail as bad usage before any work when --out cannot be written."""
+    from .images import image_format
+
+    if not out.parent.is_dir():
+        raise click.BadParameter(f"folder {out.parent} does not exist", param_hint="--out")
+    try:
+        image_format(out)
+    except LaminaError as err:
+        raise click.BadParameter(str(err), param_hint="--out") from None
+
+
 def plot_costs(result, path, alpha: float, beta: float) -> Path | None:
     """J, α·J_content and β·J_style per step (log scale) as a PNG written atomically; None without matplotlib."""
     from .files import atomic_write
@@ -121,8 +133,7 @@ def style_transfer_command(content, style, out, steps, size, model, weights, con
         network = feature_network(model, upto=[content_layer, *style_layers], seed=seed)
     except LaminaError as err:
         raise click.BadParameter(str(err), param_hint="--content-layer/--style-layers") from None
-    if not out.parent.is_dir():
-        raise click.BadParameter(f"folder {out.parent} does not exist", param_hint="--out")
+    _check_out(out)
     try:
         C = load_image(content, size=size)
         S = load_image(style, size=C.shape[1:3])
@@ -175,8 +186,7 @@ def visualize_units_command(run_dir, layer, unit, out, k, split, backend, progre
     from .visualize import receptive_field, save_patch_grid, top_patches
 
     select_backend(backend)
-    if not out.parent.is_dir():
-        raise click.BadParameter(f"folder {out.parent} does not exist", param_hint="--out")
+    _check_out(out)
     try:
         trained = TrainedModel(run_dir)
         data = trained.recipe.load_data()
