@@ -36,6 +36,12 @@ def lamina_register_components(register):
                           ("initializers", init.INITIALIZERS), ("regularizers", REGULARIZERS)):
         for cls in classes:
             register(kind, cls.name, cls)
+    from . import language_model
+
+    register("layers", "language_model", language_model.LanguageModel)
+    for kind, classes in (("losses", language_model.LOSSES), ("metrics", language_model.METRICS)):
+        for cls in classes:
+            register(kind, cls.name, cls)
     from .models import AuxiliaryLoss
 
     register("losses", AuxiliaryLoss.name, AuxiliaryLoss)     # GoogLeNet's main + 0.3·side-branch losses
@@ -53,9 +59,11 @@ def lamina_register_components(register):
 def lamina_register_commands(cli):
     from .diagnose import diagnose_command
     from .hparams.command import hparams
+    from .sample_command import sample_command
     from .style_command import style_transfer_command, visualize_units_command
 
     cli.add_command(diagnose_command)
     cli.add_command(hparams)
+    cli.add_command(sample_command)
     cli.add_command(style_transfer_command)
     cli.add_command(visualize_units_command)

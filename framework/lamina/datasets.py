@@ -66,4 +66,80 @@ def breast_cancer(seed: int = 0, split: str = RATIOS) -> Dataset:
                   split)
 
 
-DATASETS = {"digits": digits, "breast_cancer": breast_cancer}
+FIRST_NAME_LOCALES = ("en_US",)
+
+
+def first_names(locales=FIRST_NAME_LOCALES, lowercase: bool = True, min_count: int = 1, split: str = "80/10/10",
+                seed: int = 0):
+    """The first names that faker ships for `locales` (each locale's `first_names`, duplicates removed), one
+    per example, as a character-level language-model dataset (§5.4): ids of the characters then `<EOS>`,
+    lowercased if `lowercase`; the vocabulary comes from the training names."""
+    import importlib
+
+    from .language_model import text_dataset
+
+    names = {}
+    for locale in locales:
+        try:
+            provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
+        except ModuleNotFoundError as err:
+            raise LaminaError(f"dataset 'first_names': no faker person provider for locale {locale!r} ({err}); "
+                              f"pip install faker, and use locales such as 'en_US', 'en_GB', 'en_IE'") from err
+        names.update(dict.fromkeys(provider.first_names))
+    return text_dataset("first_names", sorted(names), level="char", min_count=min_count, lowercase=lowercase,
+                        split=split, seed=seed)
+
+
+def lee_corpus(min_count: int = 2, max_length: int | None = 40, split: str = "80/10/10", seed: int = 0):
+    """The Lee background corpus that gensim ships with its test data (lee_background.cor: 300 Australian
+    news stories, about 60,000 words), cut into sentences, as a word-level language-model dataset (§5.4):
+    lowercased words and punctuation then `<EOS>`; words seen fewer than `min_count` times in the training
+    sentences become `<UNK>`; a sentence longer than `max_length` tokens is cut there."""
+    try:
+        from gensim.test.utils import datapath
+    except ImportError as err:
+        raise LaminaError("dataset 'lee_corpus' reads the corpus bundled with gensim: pip install gensim") from err
+    from .language_model import text_dataset
+    from .text import split_sentences
+
+    with open(datapath("lee_background.cor"), encoding="utf-8", errors="replace") as f:
+        sentences = [s for line in f for s in split_sentences(line)]
+    return text_dataset("lee_corpus", sentences, level="word", min_count=min_count, max_length=max_length,
+                        split=split, seed=seed)
+
+
+def marker_memory(m: int = 3000, T: int = 50, k: int = 3, seed: int = 0, split: str = RATIOS) -> Dataset:
+    """A many-to-one task that needs a memory of T steps (§5.5–5.6): x (m, T, 2), where channel 0 is a random
+    bit at every step (noise) and channel 1 is 0 except, in the half of the sequences labelled y = 1, a single
+    marker x<t>[1] = 1 at a random step t < k; labels y (m,) in {0, 1}. The answer lies only in the first k
+    steps, so a network must carry one bit across the T − k noisy steps that follow: chance is 50%."""
+    m, T, k = int(m), int(T), int(k)
+    if m < 2 or not 1 <= k <= T:
+        raise ConfigError(f"dataset 'marker_memory': needs m ≥ 2 sequences and 1 ≤ k ≤ T (the marker falls in the "
+                          f"first k of T steps), got m={m}, T={T}, k={k}")
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, m)
+    X = np.zeros((m, T, 2))
+    X[:, :, 0] = rng.integers(0, 2, (m, T))
+    marked = np.flatnonzero(y == 1)
+    X[marked, rng.integers(0, k, m)[marked], 1] = 1.0
+    return _split("marker_memory", X, y.astype(np.int64), 2, seed, split)
+
+
+def delay_echo(m: int = 2000, T: int = 40, delay: int = 10, seed: int = 0, split: str = RATIOS) -> Dataset:
+    """A many-to-many task (§5.1, T_x = T_y): x (m, T, 1) random bits; the label of every step is the input
+    `delay` steps before, y<t> = x<t − delay>, so y (m, T) holds one binary label per step. The first `delay`
+    steps have nothing to echo yet and are marked unknown (−1): `multi_task_bce` leaves them out of the loss
+    and `multi_label_accuracy` out of the score. A network that sees one step at a time scores 50%."""
+    m, T, delay = int(m), int(T), int(delay)
+    if m < 2 or not 0 <= delay < T:
+        raise ConfigError(f"dataset 'delay_echo': needs m ≥ 2 sequences and 0 ≤ delay < T (something left to echo), "
+                          f"got m={m}, T={T}, delay={delay}")
+    bits = np.random.default_rng(seed).integers(0, 2, (m, T)).astype(np.float64)
+    y = np.full((m, T), -1.0)
+    y[:, delay:] = bits[:, :T - delay]
+    return _split("delay_echo", bits[:, :, None], y, 2, seed, split)
+
+
+DATASETS = {"digits": digits, "breast_cancer": breast_cancer, "first_names": first_names, "lee_corpus": lee_corpus,
+            "marker_memory": marker_memory, "delay_echo": delay_echo}

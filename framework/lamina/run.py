@@ -39,7 +39,12 @@ def train_recipe(recipe: Recipe, out_dir, resume: bool = False, progress: bool =
     manual_seed(settings["seed"])
     data = recipe.load_data()
     normalizer = _fit_normalizer(recipe, data)
-    model = recipe.build_model(data.input_shape)
+    model = recipe.build_model(data.input_shape, data.num_classes)
+    vocabulary = getattr(data, "vocabulary", None)
+    if vocabulary is not None:      # a language model's vocabulary travels in its checkpoint folder (§5.4)
+        from .language_model import save_vocabulary
+
+        save_vocabulary(vocabulary, out_dir / CHECKPOINT_DIR)
     loss_fn, metrics = recipe.build_loss(), recipe.build_metrics()
     optimizer = recipe.build_optimizer(model.parameters())
     backend = get_backend().name
@@ -59,7 +64,8 @@ def train_recipe(recipe: Recipe, out_dir, resume: bool = False, progress: bool =
                            clip=recipe.build_clip(), early_stopping=early_stopping,
                            checkpoint_dir=out_dir / CHECKPOINT_DIR, resume=resume, progress=progress,
                            metadata={"recipe": recipe.name, "backend": backend,
-                                     "input_shape": list(data.input_shape)}, on_epoch_end=report,
+                                     "input_shape": list(data.input_shape), "num_classes": data.num_classes},
+                           on_epoch_end=report,
                            extra_arrays=_normalizer_arrays(normalizer))
     if early_stopping is not None and early_stopping.best_epoch and early_stopping.wait >= early_stopping.patience:
         echo(f"early stopping: no better dev {early_stopping.metric} for {early_stopping.patience} epochs; "
@@ -72,6 +78,10 @@ def train_recipe(recipe: Recipe, out_dir, resume: bool = False, progress: bool =
         if split is not None:
             for key, value in training.evaluate(model, loss_fn, split, metrics).items():
                 results[f"{split_name}_{key}"] = value
+    if vocabulary is not None:
+        from .language_model import unigram_results
+
+        results.update(unigram_results(data))     # the context-free baseline the model has to beat
     if early_stopping is not None:
         results["best_epoch"] = early_stopping.best_epoch
     results["objectives"] = _objectives(recipe, model, data, results, echo)
@@ -156,7 +166,7 @@ class TrainedModel:
         self.recipe = Recipe.from_dict(read_toml(config_path, "run config"), str(config_path))
         _, meta = checkpoint.read(run_dir / CHECKPOINT_DIR)
         self.input_shape = tuple(meta["metadata"]["input_shape"])
-        self.model = self.recipe.build_model(self.input_shape)
+        self.model = self.recipe.build_model(self.input_shape, meta["metadata"].get("num_classes"))
         checkpoint.load(run_dir / CHECKPOINT_DIR, self.model)
         extra = checkpoint.extra_arrays(run_dir / CHECKPOINT_DIR)
         state = {k[len(NORMALIZER_PREFIX):]: v for k, v in extra.items() if k.startswith(NORMALIZER_PREFIX)}

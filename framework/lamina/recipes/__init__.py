@@ -65,11 +65,7 @@ class Recipe:
                               f"{', '.join(map(repr, BATCH_MODES))}, got {batch_size!r}")
         compare = raw.get("compare")
         if compare is not None:
-            variants = compare.get("optimizer")
-            if set(compare) != {"optimizer"} or not isinstance(variants, list) or len(variants) < 2 or \
-                    not all(isinstance(v, dict) and "name" in v for v in variants):
-                raise ConfigError(f"{where}: [compare] takes one key, optimizer = a list of at least two "
-                                  f"optimizer tables each with a 'name', got {compare!r}")
+            _check_compare(compare, where)
         raw = copy.deepcopy(raw)
         return cls(name=raw.get("name", Path(source).stem), data=raw["data"], model=raw["model"],
                    loss=raw["loss"], optimizer=raw["optimizer"], training=training,
@@ -92,14 +88,15 @@ class Recipe:
         return out
 
     def variants(self) -> dict[str, "Recipe"]:
-        """For a [compare] recipe: one plain recipe per compared optimizer, by a readable label."""
+        """For a [compare] recipe: one plain recipe per compared optimizer (or model), by a readable label:
+        its `label`, else the optimizer's name (the model's builder or first layer type)."""
         out = {}
-        for options in (self.compare or {}).get("optimizer", []):
-            variant = copy.deepcopy(self)
-            variant.compare, variant.optimizer = None, dict(options)
-            label = options.get("label") or options["name"]
-            variant.optimizer.pop("label", None)
-            out[label] = variant
+        for section, tables in (self.compare or {}).items():
+            for options in tables:
+                variant = copy.deepcopy(self)
+                variant.compare = None
+                setattr(variant, section, {k: v for k, v in options.items() if k != "label"})
+                out[options.get("label") or _default_label(section, options)] = variant
         return out
 
     def with_overrides(self, **overrides) -> "Recipe":
@@ -142,11 +139,13 @@ class Recipe:
         size = self.training["batch_size"]
         return m if size == "full" else 1 if size == "stochastic" else int(size)
 
-    def build_model(self, input_shape):
+    def build_model(self, input_shape, num_classes: int | None = None):
         """The model for examples of `input_shape` (an int for flat features, or e.g. (8, 8, 1)
-        for NHWC images). Each layer whose constructor takes `n_in` gets the last axis of the
-        previous layer's output shape. A [model] with `builder` instead of `layers` calls that
-        `lamina.models` builder with input_shape and the table's other settings."""
+        for NHWC images, (T, n_x) for sequences). Each layer whose constructor takes `n_in` (or
+        `input_size`, a recurrent layer's n_x) gets the last axis of the previous layer's output shape; each that takes `V` (a vocabulary size: embeddings, language
+        models) gets `num_classes`, the dataset's V, when the recipe does not set it. A [model] with
+        `builder` instead of `layers` calls that `lamina.models` builder with input_shape and the
+        table's other settings."""
         from ..nn import Sequential
 
         if "builder" in self.model:
@@ -157,8 +156,11 @@ class Recipe:
         for i, spec in enumerate(specs):
             options = {k: v for k, v in spec.items() if k != "type"}
             factory = get("layers", spec["type"])
-            if "n_in" in _parameters(factory) and "n_in" not in options:
-                options["n_in"] = shape[-1]
+            for size in ("n_in", "input_size"):      # input_size: the recurrent layers' n_x
+                if size in _parameters(factory) and size not in options:
+                    options[size] = shape[-1]
+            if "V" in _parameters(factory) and "V" not in options and num_classes is not None:
+                options["V"] = int(num_classes)
             following = get("layers", specs[i + 1]["type"]) if i + 1 < len(specs) else None
             if getattr(following, "absorbs_bias", False) and "use_bias" in _parameters(factory) \
                     and "use_bias" not in options:
@@ -284,6 +286,39 @@ def _check_model(model: dict, where: str) -> None:
     for i, spec in enumerate(model["layers"]):
         if not isinstance(spec, dict) or "type" not in spec:
             raise ConfigError(f"{where}: layer {i} must be a table with a 'type', got {spec!r}")
+
+
+COMPARED = ("optimizer", "model")
+
+
+def _check_compare(compare: dict, where: str) -> None:
+    """[compare] has one key, optimizer or model, naming a list of at least two optimizer tables (each with
+    a 'name') or model tables (each a [model] table); any table may add a 'label' for the plot's legend."""
+    usage = (f"{where}: [compare] takes one key, optimizer = a list of at least two optimizer tables each with a "
+             f"'name', or model = a list of at least two [model] tables (layers = [...]), got {compare!r}")
+    if len(compare) != 1 or next(iter(compare)) not in COMPARED:
+        raise ConfigError(usage)
+    section, variants = next(iter(compare.items()))
+    if not isinstance(variants, list) or len(variants) < 2 or not all(isinstance(v, dict) for v in variants):
+        raise ConfigError(usage)
+    labels = []
+    for i, variant in enumerate(variants):
+        if section == "optimizer" and "name" not in variant:
+            raise ConfigError(usage)
+        if section == "model":
+            _check_model({k: v for k, v in variant.items() if k != "label"}, f"{where} [compare] model {i}")
+        labels.append(variant.get("label") or _default_label(section, variant))
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{where}: [compare] {section} variants need distinct labels (one sub-folder and one "
+                          f"curve each), got {labels}; give each table a 'label'")
+
+
+def _default_label(section: str, table: dict) -> str:
+    if section == "optimizer":
+        return table["name"]
+    if "builder" in table:
+        return table["builder"]
+    return table["layers"][0]["type"]
 
 
 def _parameters(factory) -> set[str]:
