@@ -147,6 +147,17 @@ cdef inline bint real_step(const uint8_t* mask, Py_ssize_t T, Py_ssize_t i, Py_s
     return mask == NULL or mask[i * T + t] != 0
 
 
+cdef inline void emit_row(bint real_row, real* h, const real* h_prev, real* y, Py_ssize_t n) noexcept nogil:
+    """The end of a step for one sequence: at a padded step a<t> = a<t-1> and the output y<t> is 0; at a real
+    step y<t> = a<t> (y NULL: no outputs kept)."""
+    if not real_row:
+        memcpy(h, h_prev, n * sizeof(real))
+        if y != NULL:
+            memset(y, 0, n * sizeof(real))
+    elif y != NULL:
+        memcpy(y, h, n * sizeof(real))
+
+
 # ---- simple RNN ------------------------------------------------------------------------------------------
 def rnn_forward(real[:, :, ::1] XW, const real[:, ::1] W_aa, real[:, :, ::1] H, const uint8_t[:, ::1] mask,
                 real[:, :, :] Y):
@@ -157,22 +168,15 @@ def rnn_forward(real[:, :, ::1] XW, const real[:, ::1] W_aa, real[:, :, ::1] H, 
     cdef bint has_y = Y is not None
     cdef real* z
     cdef real* h
-    cdef real* hp
     with nogil:
         for t in range(T):
             z = &XW[t, 0, 0]
             gemm(False, False, m, n, n, 1, &H[t, 0, 0], n, &W_aa[0, 0], n, 1, z, n)
             for i in range(m):
-                h, hp = &H[t + 1, i, 0], &H[t, i, 0]
-                if real_step(mk, T, i, t):
-                    for j in range(n):
-                        h[j] = tanh_(z[i * n + j])
-                    if has_y:
-                        memcpy(&Y[i, t, 0], h, n * sizeof(real))
-                else:
-                    memcpy(h, hp, n * sizeof(real))
-                    if has_y:
-                        memset(&Y[i, t, 0], 0, n * sizeof(real))
+                h = &H[t + 1, i, 0]
+                for j in range(n):
+                    h[j] = tanh_(z[i * n + j])
+                emit_row(real_step(mk, T, i, t), h, &H[t, i, 0], &Y[i, t, 0] if has_y else NULL, n)
 
 
 def rnn_backward(const real[:, :, ::1] H, const real[:, ::1] W_aa, const uint8_t[:, ::1] mask,
@@ -247,12 +251,7 @@ def gru_forward(real[:, :, ::1] XW, const real[:, ::1] W_a, const real[:] b_a, r
                     for j in range(n):
                         h[j] = zu[j] * zc[j] + (one - zu[j]) * hp[j]
             for i in range(m):
-                if not real_step(mk, T, i, t):
-                    memcpy(&H[t + 1, i, 0], &H[t, i, 0], n * sizeof(real))
-                    if has_y:
-                        memset(&Y[i, t, 0], 0, n * sizeof(real))
-                elif has_y:
-                    memcpy(&Y[i, t, 0], &H[t + 1, i, 0], n * sizeof(real))
+                emit_row(real_step(mk, T, i, t), &H[t + 1, i, 0], &H[t, i, 0], &Y[i, t, 0] if has_y else NULL, n)
 
 
 def gru_backward(const real[:, :, ::1] gates, const real[:, :, ::1] H, const real[:, :, ::1] extra,
@@ -320,8 +319,7 @@ def lstm_forward(real[:, :, ::1] XW, const real[:, ::1] W_a, const real[:, ::1] 
     without them)."""
     cdef Py_ssize_t T = XW.shape[0], m = XW.shape[1], G = XW.shape[2], n = G // 4, t, i, j
     cdef const uint8_t* mk = &mask[0, 0] if mask is not None else NULL
-    cdef bint has_y = Y is not None
-    cdef real* z
+    cdef bint has_y = Y is not None, real_row
     cdef real* cp_
     cdef real* c_
     cdef real* h_
@@ -332,17 +330,13 @@ def lstm_forward(real[:, :, ::1] XW, const real[:, ::1] W_a, const real[:, ::1] 
         for t in range(T):
             gemm(False, False, m, G, n, 1, &H[t, 0, 0], n, &W_a[0, 0], G, 1, &XW[t, 0, 0], G)
             for i in range(m):
-                z = &XW[t, i, 0]
-                if not real_step(mk, T, i, t):
-                    memcpy(&H[t + 1, i, 0], &H[t, i, 0], n * sizeof(real))
-                    memcpy(&C[t + 1, i, 0], &C[t, i, 0], n * sizeof(real))
-                    if has_y:
-                        memset(&Y[i, t, 0], 0, n * sizeof(real))
-                    continue
+                real_row = real_step(mk, T, i, t)
                 cp_, c_, h_ = &C[t, i, 0], &C[t + 1, i, 0], &H[t + 1, i, 0]
-                gates_lstm(z, cp_, p0, p1, p2, c_, h_, n)
-                if has_y:
-                    memcpy(&Y[i, t, 0], &H[t + 1, i, 0], n * sizeof(real))
+                if real_row:
+                    gates_lstm(&XW[t, i, 0], cp_, p0, p1, p2, c_, h_, n)
+                else:
+                    memcpy(c_, cp_, n * sizeof(real))
+                emit_row(real_row, h_, &H[t, i, 0], &Y[i, t, 0] if has_y else NULL, n)
 
 
 def lstm_backward(const real[:, :, ::1] gates, const real[:, :, ::1] C, const real[:, ::1] W_a,
