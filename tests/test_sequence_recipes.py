@@ -1,0 +1,175 @@
+"""Sequence tasks that only a recurrent network can learn (issue 5 acceptance): the marker_memory and
+delay_echo datasets (labels recomputed here independently), the long-memory and delay-echo recipes
+(a [compare] over models, many-to-one and many-to-many heads), short training runs through the CLI."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import lamina as lm
+from lamina import checkpoint
+from lamina.cli import cli
+from lamina.datasets import delay_echo, marker_memory
+from lamina.errors import ConfigError
+from lamina.losses import MultiTaskBinaryCrossEntropy
+from lamina.metrics import MultiLabelAccuracy
+from lamina.nn.recurrent import GRU, LSTM, SimpleRNN
+from lamina.recipes import Recipe, load_recipe
+from lamina.registry import resolve
+
+
+def _all(dataset):
+    splits = [s for s in (dataset.train, dataset.dev, dataset.test) if s is not None]
+    return np.concatenate([s.X for s in splits]), np.concatenate([s.y for s in splits])
+
+
+# ---- marker_memory: many-to-one, the answer in the first k steps ------------------------------------------
+def test_marker_memory_labels_say_whether_a_marker_is_in_the_first_k_steps():
+    data = marker_memory(m=400, T=30, k=4, seed=3)
+    X, y = _all(data)
+    assert X.shape == (400, 30, 2) and y.shape == (400,) and y.dtype.kind == "i"
+    assert data.input_shape == (30, 2) and data.num_classes == 2
+    assert [len(data.train), len(data.dev), len(data.test)] == [240, 80, 80]
+    for x, label in zip(X, y):
+        markers = np.flatnonzero(x[:, 1])
+        assert label == (1 if len(markers) else 0)
+        assert len(markers) <= 1 and all(t < 4 for t in markers)
+        assert set(np.unique(x[:, 0])) <= {0.0, 1.0}
+    assert 0.4 < y.mean() < 0.6                          # balanced: chance is 50%
+    assert 0.4 < X[:, :, 0].mean() < 0.6                 # the noise channel is fair bits
+
+
+def test_marker_memory_is_seeded():
+    a, b, c = (_all(marker_memory(m=50, T=8, seed=s)) for s in (0, 0, 1))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+
+
+@pytest.mark.parametrize("options", [dict(k=0), dict(T=5, k=6), dict(m=1)])
+def test_marker_memory_bad_sizes_are_named(options):
+    with pytest.raises(ConfigError, match="marker_memory.*k ≤ T"):
+        marker_memory(**options)
+
+
+# ---- delay_echo: many-to-many, y<t> = x<t − delay> ---------------------------------------------------------
+def test_delay_echo_labels_are_the_input_delay_steps_before():
+    data = delay_echo(m=60, T=12, delay=5, seed=2)
+    X, y = _all(data)
+    assert X.shape == (60, 12, 1) and y.shape == (60, 12) and data.input_shape == (12, 1)
+    for x, labels in zip(X, y):
+        for t in range(12):
+            assert labels[t] == (x[t - 5, 0] if t >= 5 else -1.0)
+    assert set(np.unique(X)) == {0.0, 1.0}
+
+
+def test_delay_echo_zero_delay_and_bad_delay():
+    X, y = _all(delay_echo(m=10, T=6, delay=0))
+    assert np.array_equal(y, X[:, :, 0])
+    with pytest.raises(ConfigError, match="delay_echo.*delay < T"):
+        delay_echo(T=6, delay=6)
+
+
+def test_per_step_loss_and_accuracy_leave_out_the_steps_with_nothing_to_echo():
+    """multi_task_bce = 1/m Σ_i Σ_{t ≥ delay} L(ŷ<t>, y<t>) and multi_label_accuracy = the mean over scored steps
+    of the per-step accuracy, recomputed here with numpy."""
+    data = delay_echo(m=40, T=9, delay=3, seed=1)
+    y = data.train.y
+    rng = np.random.default_rng(0)
+    probs = rng.uniform(0.05, 0.95, y.shape)
+    expected = -(y * np.log(probs) + (1 - y) * np.log(1 - probs))[:, 3:].sum() / len(y)
+    loss = MultiTaskBinaryCrossEntropy()(lm.tensor(probs, dtype="float64"), y)
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
+    per_step = [np.mean((probs[:, t] >= 0.5) == (y[:, t] == 1)) for t in range(3, 9)]
+    assert MultiLabelAccuracy()(probs, y) == pytest.approx(np.mean(per_step))
+
+
+# ---- the recipes: registered, built from TOML, compared by model --------------------------------------------
+def test_sequence_datasets_and_recipes_are_registered():
+    assert resolve("datasets", "marker_memory") is marker_memory
+    assert resolve("datasets", "delay_echo") is delay_echo
+    assert {"long-memory", "delay-echo"} <= set(lm.registry.names("recipes"))
+
+
+def test_long_memory_compares_the_three_cells_with_a_many_to_one_head():
+    recipe = load_recipe("long-memory")
+    variants = recipe.variants()
+    assert list(variants) == ["SimpleRNN", "GRU", "LSTM"]
+    for (label, variant), cell in zip(variants.items(), (SimpleRNN, GRU, LSTM)):
+        assert variant.compare is None and variant.optimizer == recipe.optimizer
+        model = variant.build_model((50, 2), 2)
+        rnn = model[0]
+        assert type(rnn) is cell and rnn.input_size == 2 and not rnn.return_sequences
+        out = model(lm.tensor(np.zeros((3, 50, 2))))
+        assert out.shape == (3, 2)                       # a<T_x> only, then the dense head
+
+
+def test_delay_echo_builds_a_per_step_head():
+    recipe = load_recipe("delay-echo")
+    model = recipe.build_model((40, 1), 2)
+    assert type(model[0]) is LSTM and model[0].input_size == 1 and model[0].return_sequences
+    assert model(lm.tensor(np.zeros((4, 40, 1)))).shape == (4, 40)
+
+
+BASE = {"data": {"dataset": "marker_memory"}, "loss": {"name": "softmax_cross_entropy"},
+        "optimizer": {"name": "adam"},
+        "model": {"layers": [{"type": "gru", "hidden_size": 4}, {"type": "dense", "n_out": 2}]}}
+RNN = [{"type": "simple_rnn", "hidden_size": 4}, {"type": "dense", "n_out": 2}]
+
+
+def test_model_variants_are_labelled_by_their_first_layer_unless_labelled():
+    recipe = Recipe.from_dict(dict(BASE, compare={"model": [{"layers": RNN}, BASE["model"],
+                                                            {"label": "wide", "layers": RNN}]}))
+    variants = recipe.variants()
+    assert list(variants) == ["simple_rnn", "gru", "wide"]
+    assert variants["wide"].model == {"layers": RNN}      # the label is not a [model] setting
+    assert Recipe.from_dict(variants["gru"].to_dict()).compare is None
+
+
+@pytest.mark.parametrize("compare,message", [
+    ({"model": [{"layers": RNN}]}, r"\[compare\] takes one key"),
+    ({"model": [{"layers": RNN}], "optimizer": [{"name": "sgd"}, {"name": "adam"}]}, r"\[compare\] takes one key"),
+    ({"model": [{"layers": RNN}, {"units": 3}]}, r"\[compare\] model 1: \[model\] needs either 'layers'"),
+    ({"model": [{"layers": RNN}, {"layers": RNN}]}, r"distinct labels.*'simple_rnn', 'simple_rnn'"),
+])
+def test_model_comparisons_are_validated(compare, message):
+    with pytest.raises(ConfigError, match=message):
+        Recipe.from_dict(dict(BASE, compare=compare))
+
+
+# ---- short runs: every variant trains, curves are written -------------------------------------------------
+def _small(name, tmp_path, **data):
+    recipe = load_recipe(name)
+    raw = recipe.to_dict()
+    raw["data"].update(data)
+    path = tmp_path / f"{name}.toml"
+    import tomli_w
+
+    path.write_text(tomli_w.dumps(raw))
+    return path
+
+
+def test_long_memory_short_run_writes_one_plot_for_the_three_cells(tmp_path):
+    out = tmp_path / "run"
+    path = _small("long-memory", tmp_path, m=120, T=10)
+    result = CliRunner().invoke(cli, ["train", str(path), "--epochs", "1", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["variants"]) == ["SimpleRNN", "GRU", "LSTM"]
+    for label in ("SimpleRNN", "GRU", "LSTM"):
+        run = json.loads((out / label / "metrics.json").read_text())
+        assert run["epochs"] == 1 and 0.0 <= run["dev_accuracy"] <= 1.0
+        assert checkpoint.exists(out / label / "checkpoint")
+    assert metrics["variants"]["GRU"]["num_parameters"] == 3 * (2 * 32 + 32 * 32 + 2 * 32) + 32 * 2 + 2
+    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_delay_echo_short_run_trains_on_per_step_labels(tmp_path):
+    out = tmp_path / "run"
+    path = _small("delay-echo", tmp_path, m=80, T=12, delay=3)
+    result = CliRunner().invoke(cli, ["train", str(path), "--epochs", "2", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    run = json.loads((out / "metrics.json").read_text())
+    assert run["epochs"] == 2 and len(run["history"]["dev_metrics"]) == 2
+    assert 0.0 <= run["dev_multi_label_accuracy"] <= 1.0
+    assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
