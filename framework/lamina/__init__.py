@@ -9,6 +9,7 @@ from . import (checkpoint, clipping, data, diagnose, functional, init, losses, m
                preprocessing, regularizers, training, transfer)
 from . import augment, ensemble
 from . import images, style, visualize
+from . import language_model, text
 from ._version import __version__
 from .autograd import enable_grad, is_grad_enabled, no_grad
 from .backend import Backend, get_backend, kernel, manual_seed, use_backend
@@ -26,5 +27,6 @@ __all__ = ["__version__", "Tensor", "Parameter", "tensor", "no_grad", "enable_gr
            "kernel", "gradcheck", "GradcheckResult", "hookimpl", "nn", "optim", "functional", "F", "losses",
            "metrics", "init", "data", "training", "checkpoint", "clipping", "schedules", "diagnose", "transfer",
            "regularizers", "preprocessing", "augment", "ensemble", "images", "style", "visualize",
+           "text", "language_model",
            "LaminaError", "ShapeError", "OpError", "BackendError", "RegistrationError", "ConfigError",
            "CheckpointError", "TrainingDiverged"]
