@@ -143,7 +143,7 @@ cdef void col2im_rows(const real* dcols, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_
 def conv_gemm_forward(const real[:, :, :, ::1] x, const real[:, ::1] W2, const real[::1] b, Py_ssize_t f,
                       Py_ssize_t stride, Py_ssize_t top, Py_ssize_t left, real[:, ::1] cols, real[:, :, :, ::1] z):
     """Z = im2col(x)·W₂ + b, W₂ = the filters as (f·f·n_C_prev, n_C), b empty for no bias; im2col over chunks of
-    cols.shape[0] output pixels into `cols`, each chunk's product one BLAS call while its columns are in cache."""
+    cols.shape[0] output pixels into `cols`, each chunk's product one BLAS call onto the bias."""
     cdef Py_ssize_t oh = z.shape[1], ow = z.shape[2], n_C = z.shape[3], width = W2.shape[0]
     cdef Py_ssize_t rows = z.shape[0] * oh * ow, chunk = cols.shape[0], r0, r1, r, c
     cdef real beta = 1 if b.shape[0] else 0

@@ -32,10 +32,11 @@ COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: the direct kernel; larger ones im2col + BLAS (measured: BLAS wins from about 27·48 up, the direct kernel
 #: below, where a product only n_C wide leaves BLAS packing more than multiplying)
 DIRECT_MAX_WEIGHTS = 1024
-#: conv2d: bytes of im2col columns built (and multiplied) at a time. Not L2-sized: each BLAS call wakes and
-#: joins BLAS's threads, and on a loaded machine that costs a time slice per call (measured at load 30 on 2
-#: cores: 512 KiB chunks 9.0 s, 8 MiB 1.4 s, 32 MiB 0.86 s, one product for the batch 1.0 s)
-GEMM_CHUNK_BYTES = 32 * 1024 * 1024
+#: conv2d: bytes of im2col columns built (and multiplied) at a time, a bound on the scratch memory rather than a
+#: cache size: each chunk wakes and joins BLAS's and OpenMP's threads, and on a loaded machine that costs a time
+#: slice each (32×56×56×64 → 64 3×3 at load 20 on 2 cores, forward / backward: 8 MiB chunks 2.5 s / 3.5 s,
+#: 32 MiB 0.83 / 1.8 s, one 231 MB chunk 0.48 / 0.99 s)
+GEMM_CHUNK_BYTES = 256 * 1024 * 1024
 
 
 class CpuBackend(ReferenceBackend):
