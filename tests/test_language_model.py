@@ -62,14 +62,16 @@ def test_registered():
 
 
 def test_layer_errors():
-    with pytest.raises(LaminaError, match="LanguageModel layer .*'cell' must be one of 'lstm', 'gru', 'rnn', got 'cnn'"):
+    with pytest.raises(LaminaError, match="LanguageModel layer .*'cell' must be one of 'lstm', 'gru', 'rnn', "
+                                          "got 'cnn'"):
         LanguageModel(5, cell="cnn")
     with pytest.raises(ShapeError, match=r"expected token ids of shape \(m, T\), got \(3,\)"):
         LanguageModel(5)(Tensor(np.array([1, 2, 3])))
 
 
 def _torch_layout(cell, W):
-    """Lamina gate blocks (columns) -> torch's (rows): LSTM [u f o c̃] -> [i f g o]; GRU [r u c̃] -> [r z n], z = 1 − Γ_u."""
+    """Lamina gate blocks (columns) -> torch's (rows): LSTM [u f o c̃] -> [i f g o]; GRU [r u c̃] -> [r z n] with
+    z = 1 − Γ_u."""
     blocks = np.split(np.asarray(W), 4 if cell == "lstm" else 3, axis=-1)
     blocks = [blocks[0], blocks[1], blocks[3], blocks[2]] if cell == "lstm" else [blocks[0], -blocks[1], blocks[2]]
     return np.concatenate(blocks, axis=-1).T
