@@ -140,6 +140,16 @@ cdef void col2im_rows(const real* dcols, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_
                     dst[c] += src[c]
 
 
+cdef void clear_grads(real[:, :, :, ::1] dx, real[:, ::1] dW2, real[::1] db):
+    """Zero the gradients asked for (the ones not None): the backward passes add into them."""
+    if dx is not None:
+        memset(&dx[0, 0, 0, 0], 0, dx.shape[0] * dx.shape[1] * dx.shape[2] * dx.shape[3] * sizeof(real))
+    if dW2 is not None:
+        memset(&dW2[0, 0], 0, dW2.shape[0] * dW2.shape[1] * sizeof(real))
+    if db is not None:
+        memset(&db[0], 0, db.shape[0] * sizeof(real))
+
+
 def conv_gemm_forward(const real[:, :, :, ::1] x, const real[:, ::1] W2, const real[::1] b, Py_ssize_t f,
                       Py_ssize_t stride, Py_ssize_t top, Py_ssize_t left, real[:, ::1] cols, real[:, :, :, ::1] z):
     """Z = im2col(x)·W₂ + b, W₂ = the filters as (f·f·n_C_prev, n_C), b empty for no bias; im2col over chunks of
@@ -179,12 +189,7 @@ def conv_gemm_backward(const real[:, :, :, ::1] x, const real[:, ::1] W2, const 
     cdef Py_ssize_t r0, r1, r, c
     cdef bint want_dx = dx is not None, want_dW = dW2 is not None, want_db = db is not None
     cdef const real* grad
-    if want_dx:
-        memset(&dx[0, 0, 0, 0], 0, dx.shape[0] * dx.shape[1] * dx.shape[2] * dx.shape[3] * sizeof(real))
-    if want_dW:
-        memset(&dW2[0, 0], 0, width * n_C * sizeof(real))
-    if want_db:
-        memset(&db[0], 0, n_C * sizeof(real))
+    clear_grads(dx, dW2, db)
     if rows == 0 or n_C == 0:
         return
     with nogil:
@@ -432,12 +437,7 @@ def conv_direct_backward(const real[:, :, :, ::1] x, const real[:, ::1] W2, cons
     cdef real total = 0
     cdef int failed = 0
     cdef int* out_of_memory = &failed
-    if want_dx:
-        memset(&dx[0, 0, 0, 0], 0, dx.shape[0] * dx.shape[1] * dx.shape[2] * dx.shape[3] * sizeof(real))
-    if want_dW:
-        memset(&dW2[0, 0], 0, K * n_C * sizeof(real))
-    if want_db:
-        memset(&db[0], 0, n_C * sizeof(real))
+    clear_grads(dx, dW2, db)
     if m == 0 or oh == 0 or ow == 0 or n_C == 0:
         return
     with nogil, parallel(use_threads_if=threaded(m, m * oh * ow * K * n_C)):
