@@ -25,9 +25,15 @@ def test_cuda_conforms(case):
     assert check_op(backend, op_name, dtype) > 0
 
 
-def _ops_with_cuda_kernels() -> list[str]:
+#: ops whose float64 gradient check takes minutes in the simulator (each finite difference reruns a whole
+#: sequence); tests/test_cuda_recurrent.py gradchecks their fused kernels on smaller cases in CI
+SLOW_IN_SIMULATOR = {"rnn", "gru", "lstm"}
+
+
+def _ops_with_cuda_kernels() -> list:
     kernels = backend_module.load_backend("cuda").kernels
-    return [name for name in differentiable_op_names() if name in kernels]
+    return [pytest.param(name, marks=pytest.mark.simulator_slow) if name in SLOW_IN_SIMULATOR else name
+            for name in differentiable_op_names() if name in kernels]
 
 
 @pytest.mark.parametrize("op_name", _ops_with_cuda_kernels())
