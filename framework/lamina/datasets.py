@@ -108,22 +108,23 @@ def lee_corpus(min_count: int = 2, max_length: int | None = 40, split: str = "80
                         split=split, seed=seed)
 
 
-def marker_memory(m: int = 3000, T: int = 50, k: int = 3, seed: int = 0, split: str = RATIOS) -> Dataset:
+def marker_memory(m: int = 3000, T: int = 30, k: int = 3, seed: int = 0, split: str = RATIOS) -> Dataset:
     """A many-to-one task that needs a memory of T steps (§5.5–5.6): x (m, T, 2), where channel 0 is a random
-    bit at every step (noise) and channel 1 is 0 except, in the half of the sequences labelled y = 1, a single
-    marker x<t>[1] = 1 at a random step t < k; labels y (m,) in {0, 1}. The answer lies only in the first k
-    steps, so a network must carry one bit across the T − k noisy steps that follow: chance is 50%."""
+    value ±1 at every step and channel 1 is 0 except for a single marker x<t*>[1] = 1 at a random step t* < k;
+    the label is the marked value, y = [x<t*>[0] = +1] in {0, 1}, int (m,). The network has to pick the marked
+    value out (a multiplicative, gate-like choice) and carry it across the T − k steps of ±1 noise that follow
+    on the same channel: chance is 50%."""
     m, T, k = int(m), int(T), int(k)
     if m < 2 or not 1 <= k <= T:
         raise ConfigError(f"dataset 'marker_memory': needs m ≥ 2 sequences and 1 ≤ k ≤ T (the marker falls in the "
                           f"first k of T steps), got m={m}, T={T}, k={k}")
     rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, m)
     X = np.zeros((m, T, 2))
-    X[:, :, 0] = rng.integers(0, 2, (m, T))
-    marked = np.flatnonzero(y == 1)
-    X[marked, rng.integers(0, k, m)[marked], 1] = 1.0
-    return _split("marker_memory", X, y.astype(np.int64), 2, seed, split)
+    X[:, :, 0] = 2.0 * rng.integers(0, 2, (m, T)) - 1.0
+    rows, marked = np.arange(m), rng.integers(0, k, m)
+    X[rows, marked, 1] = 1.0
+    y = (X[rows, marked, 0] > 0).astype(np.int64)
+    return _split("marker_memory", X, y, 2, seed, split)
 
 
 def delay_echo(m: int = 2000, T: int = 40, delay: int = 10, seed: int = 0, split: str = RATIOS) -> Dataset:
