@@ -59,6 +59,9 @@ def test_registered():
     assert resolve("layers", "language_model") is LanguageModel
     assert resolve("losses", "sequence_softmax_cross_entropy") is SequenceSoftmaxCrossEntropy
     assert resolve("metrics", "perplexity") is Perplexity
+    from lamina.hparams.search import objective_direction
+
+    assert objective_direction("perplexity", None) == "min"          # hyper-parameter searches minimize it
 
 
 def test_layer_errors():

@@ -115,6 +115,7 @@ class Perplexity:
     that spreads its probability evenly over V tokens scores V)."""
 
     name = "perplexity"
+    higher_is_better = False
 
     def __call__(self, outputs, targets) -> float:
         y = _labels(targets)
