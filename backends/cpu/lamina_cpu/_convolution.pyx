@@ -24,14 +24,20 @@ ctypedef void (*dgemm_t)(char*, char*, int*, int*, int*, double*, double*, int*,
                          int*) noexcept nogil
 
 
-cdef void* _blas(str name) except NULL:
+cdef sgemm_t _sgemm = NULL
+cdef dgemm_t _dgemm = NULL
+
+
+cdef int load_blas() except -1:
+    """SciPy's ?gemm, found on first use (importing scipy.linalg costs more than most programs' first conv2d)."""
+    global _sgemm, _dgemm
+    if _sgemm != NULL:
+        return 0
     from scipy.linalg import cython_blas
-    capsule = cython_blas.__pyx_capi__[name]
-    return PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule))
-
-
-cdef sgemm_t _sgemm = <sgemm_t>_blas("sgemm")
-cdef dgemm_t _dgemm = <dgemm_t>_blas("dgemm")
+    capsules = cython_blas.__pyx_capi__
+    _dgemm = <dgemm_t>PyCapsule_GetPointer(capsules["dgemm"], PyCapsule_GetName(capsules["dgemm"]))
+    _sgemm = <sgemm_t>PyCapsule_GetPointer(capsules["sgemm"], PyCapsule_GetName(capsules["sgemm"]))
+    return 0
 
 cdef extern from *:
     """
@@ -158,6 +164,7 @@ def conv_gemm_forward(const real[:, :, :, ::1] x, const real[:, ::1] W2, const r
     cdef Py_ssize_t rows = z.shape[0] * oh * ow, chunk = cols.shape[0], r0, r1, r, c
     cdef real beta = 1 if b.shape[0] else 0
     cdef real* out
+    load_blas()
     if rows == 0 or n_C == 0:
         return
     if width == 0:
@@ -189,6 +196,7 @@ def conv_gemm_backward(const real[:, :, :, ::1] x, const real[:, ::1] W2, const 
     cdef Py_ssize_t r0, r1, r, c
     cdef bint want_dx = dx is not None, want_dW = dW2 is not None, want_db = db is not None
     cdef const real* grad
+    load_blas()
     clear_grads(dx, dW2, db)
     if rows == 0 or n_C == 0:
         return
