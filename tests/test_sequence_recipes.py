@@ -114,6 +114,30 @@ def test_delay_echo_builds_a_per_step_head():
         assert variant.build_model((40, 1), 2)(lm.tensor(np.zeros((4, 40, 1)))).shape == (4, 40), label
 
 
+def test_wrapped_layers_are_built_from_nested_tables_for_the_same_input():
+    """bidirectional and time_distributed take a layer: a nested table gets input_size / n_in like any layer."""
+    from lamina.nn.recurrent import Bidirectional, TimeDistributed
+
+    recipe = Recipe.from_dict({
+        "data": {"dataset": "delay_echo"}, "loss": {"name": "multi_task_bce"}, "optimizer": {"name": "adam"},
+        "model": {"layers": [
+            {"type": "bidirectional", "layer": {"type": "gru", "hidden_size": 5, "return_sequences": True}},
+            {"type": "time_distributed", "layer": {"type": "dense", "n_out": 1, "activation": "sigmoid"}},
+            {"type": "flatten"}]}})
+    model = recipe.build_model((7, 3), 2)
+    birnn, head = model[0], model[1]
+    assert type(birnn) is Bidirectional and type(head) is TimeDistributed
+    assert birnn.forward_layer.input_size == 3 and birnn.forward_layer.return_sequences
+    assert head.layer.n_in == 10                        # forward and backward a<t> concatenated
+    x = lm.tensor(np.random.default_rng(0).standard_normal((4, 7, 3)))
+    y = model(x).numpy()
+    expected = head.layer(birnn(x)).numpy()[..., 0]     # Dense applies per step on (m, T, 2·n_a) directly
+    assert y.shape == (4, 7) and np.allclose(y, expected)
+    with pytest.raises(ConfigError, match=r"layer 0 layer: cannot build layer 'gru'"):
+        Recipe.from_dict(dict(recipe.to_dict(), model={"layers": [
+            {"type": "bidirectional", "layer": {"type": "gru", "units": 5}}]})).build_model((7, 3))
+
+
 BASE = {"data": {"dataset": "marker_memory"}, "loss": {"name": "softmax_cross_entropy"},
         "optimizer": {"name": "adam"},
         "model": {"layers": [{"type": "gru", "hidden_size": 4}, {"type": "dense", "n_out": 2}]}}

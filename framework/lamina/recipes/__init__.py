@@ -142,10 +142,12 @@ class Recipe:
     def build_model(self, input_shape, num_classes: int | None = None):
         """The model for examples of `input_shape` (an int for flat features, or e.g. (8, 8, 1)
         for NHWC images, (T, n_x) for sequences). Each layer whose constructor takes `n_in` (or
-        `input_size`, a recurrent layer's n_x) gets the last axis of the previous layer's output shape; each that takes `V` (a vocabulary size: embeddings, language
-        models) gets `num_classes`, the dataset's V, when the recipe does not set it. A [model] with
-        `builder` instead of `layers` calls that `lamina.models` builder with input_shape and the
-        table's other settings."""
+        `input_size`, a recurrent layer's n_x) gets the last axis of the previous layer's output shape;
+        each that takes `V` (a vocabulary size: embeddings, language models) gets `num_classes`, the
+        dataset's V, when the recipe does not set it. A setting that is itself a layer table, such as
+        `{ type = "bidirectional", layer = { type = "lstm", hidden_size = 32 } }`, is built first for
+        the same input. A [model] with `builder` instead of `layers` calls that `lamina.models` builder
+        with input_shape and the table's other settings."""
         from ..nn import Sequential
 
         if "builder" in self.model:
@@ -154,18 +156,14 @@ class Recipe:
         layers = []
         specs = self.model["layers"]
         for i, spec in enumerate(specs):
-            options = {k: v for k, v in spec.items() if k != "type"}
+            where = f"recipe {self.name!r} layer {i}"
+            options = _layer_options(spec, shape, num_classes, where)
             factory = get("layers", spec["type"])
-            for size in ("n_in", "input_size"):      # input_size: the recurrent layers' n_x
-                if size in _parameters(factory) and size not in options:
-                    options[size] = shape[-1]
-            if "V" in _parameters(factory) and "V" not in options and num_classes is not None:
-                options["V"] = int(num_classes)
             following = get("layers", specs[i + 1]["type"]) if i + 1 < len(specs) else None
             if getattr(following, "absorbs_bias", False) and "use_bias" in _parameters(factory) \
                     and "use_bias" not in options:
                 options["use_bias"] = False     # batch norm's β does the bias's job (§2.19)
-            layer = _construct("layers", spec["type"], options, f"recipe {self.name!r} layer {i}")
+            layer = _construct("layers", spec["type"], options, where)
             shape = tuple(layer.output_shape(shape))
             layers.append(layer)
         return Sequential(*layers)
@@ -319,6 +317,25 @@ def _default_label(section: str, table: dict) -> str:
     if "builder" in table:
         return table["builder"]
     return table["layers"][0]["type"]
+
+
+def _layer_options(spec: dict, shape: tuple, num_classes: int | None, where: str) -> dict:
+    """A layer table's constructor arguments for inputs of `shape`: n_in or input_size (a recurrent layer's
+    n_x) = the last axis, and V = num_classes, where the constructor takes them and the table does not set
+    them; a setting that is itself a layer table (Bidirectional's or TimeDistributed's `layer`) is built
+    for the same input."""
+    options = {k: v for k, v in spec.items() if k != "type"}
+    parameters = _parameters(get("layers", spec["type"]))
+    for size in ("n_in", "input_size"):
+        if size in parameters and size not in options:
+            options[size] = shape[-1]
+    if "V" in parameters and "V" not in options and num_classes is not None:
+        options["V"] = int(num_classes)
+    for key, value in options.items():
+        if isinstance(value, dict) and "type" in value:
+            inner = f"{where} {key}"
+            options[key] = _construct("layers", value["type"], _layer_options(value, shape, num_classes, inner), inner)
+    return options
 
 
 def _parameters(factory) -> set[str]:
