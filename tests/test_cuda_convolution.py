@@ -298,7 +298,8 @@ def test_batch_norm_over_a_middle_axis_falls_back_to_the_default(cuda):
 
 # ---- float64 gradient checks beyond the op samples ---------------------------------------------------
 @pytest.mark.parametrize("op, shapes, attrs", [
-    ("conv2d", [(2, 5, 4, 2), (3, 3, 2, 2), (2,)], {"stride": 2, "padding": "same"}),
+    pytest.param("conv2d", [(2, 5, 4, 2), (3, 3, 2, 2), (2,)], {"stride": 2, "padding": "same"},
+                 marks=pytest.mark.simulator_slow),
     ("conv2d", [(3, 4, 4, 1), (2, 2, 1, 3)], {"stride": 1, "padding": 1}),
     ("avg_pool2d", [(1, 5, 6, 2)], {"f": 3, "stride": 2, "padding": 1}),
     ("global_avg_pool2d", [(2, 3, 2, 3)], {}),
@@ -331,6 +332,7 @@ def test_column_sums_of_any_number_of_rows(rows):
 
 
 # ---- the layers on the fused kernels -------------------------------------------------------------
+@pytest.mark.simulator_slow
 def test_a_small_cnn_on_the_fused_kernels_passes_run_layer_test():
     from lamina.testing import run_layer_test
 

@@ -245,9 +245,11 @@ def test_local_response_norm_matches_torch(cuda, cpu, spy, dtype, shape, size, a
 
 
 # ---- float64 gradient checks on the device -------------------------------------------------------------------
-@pytest.mark.parametrize("variant, attrs", [("seed_gru", {"returns": "both", "mask": MASKS["padded"][:2, :3]}),
-                                            ("peephole_lstm", {"returns": "both", "mask": MASKS["padded"][:2, :3]}),
-                                            ("rnn", {"returns": "state"})])
+@pytest.mark.parametrize("variant, attrs", [
+    pytest.param("seed_gru", {"returns": "both", "mask": MASKS["padded"][:2, :3]}, marks=pytest.mark.simulator_slow),
+    pytest.param("peephole_lstm", {"returns": "both", "mask": MASKS["padded"][:2, :3]},
+                 marks=pytest.mark.simulator_slow),
+    ("rnn", {"returns": "state"})])
 def test_sequence_gradchecks(cuda, spy, variant, attrs):
     """Every input, through the fused kernels (masks, the final states in the output), at 2 sequences of 3 steps."""
     op, variant_attrs, peephole = VARIANTS[variant]
@@ -261,6 +263,7 @@ def test_sequence_gradchecks(cuda, spy, variant, attrs):
     assert set(spy) == {"sequence"}
 
 
+@pytest.mark.simulator_slow
 def test_lstm_layer_runs_the_fused_kernel_end_to_end(spy):
     """The LSTM layer on cuda (peepholes, sequences out): run_layer_test's shapes, gradient check, state round trip
     and SGD step, through the fused kernel."""
