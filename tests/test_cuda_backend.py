@@ -26,8 +26,9 @@ def test_cuda_conforms(case):
 
 
 #: ops whose float64 gradient check takes minutes in the simulator (each finite difference reruns a whole
-#: sequence); tests/test_cuda_recurrent.py gradchecks their fused kernels on smaller cases in CI
-SLOW_IN_SIMULATOR = {"rnn", "gru", "lstm"}
+#: sequence or image); tests/test_cuda_recurrent.py and test_cuda_convolution.py gradcheck their fused kernels on
+#: smaller cases in CI
+SLOW_IN_SIMULATOR = {"rnn", "gru", "lstm", "conv2d", "avg_pool2d", "batch_norm"}
 
 
 def _ops_with_cuda_kernels() -> list:
