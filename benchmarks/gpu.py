@@ -134,8 +134,8 @@ def versions() -> str:
         driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                 capture_output=True, text=True, timeout=30).stdout.strip()
         parts.append(f"driver {driver}")
-    except (OSError, subprocess.TimeoutExpired):
-        pass
+    except (OSError, subprocess.TimeoutExpired) as err:
+        parts.append(f"driver unknown (nvidia-smi: {type(err).__name__})")
     return "Versions: " + ", ".join(parts) + "."
 
 
