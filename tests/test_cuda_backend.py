@@ -25,20 +25,17 @@ def test_cuda_conforms(case):
     assert check_op(backend, op_name, dtype) > 0
 
 
-#: ops whose float64 gradient check takes minutes in the simulator (each finite difference reruns a whole
-#: sequence or image); tests/test_cuda_recurrent.py and test_cuda_convolution.py gradcheck their fused kernels on
-#: smaller cases in CI
-SLOW_IN_SIMULATOR = {"rnn", "gru", "lstm", "conv2d", "avg_pool2d", "batch_norm"}
-
-
-def _ops_with_cuda_kernels() -> list:
+def _ops_with_cuda_kernels() -> list[str]:
     kernels = backend_module.load_backend("cuda").kernels
-    return [pytest.param(name, marks=pytest.mark.simulator_slow) if name in SLOW_IN_SIMULATOR else name
-            for name in differentiable_op_names() if name in kernels]
+    return [name for name in differentiable_op_names() if name in kernels]
 
 
+@pytest.mark.simulator_slow
 @pytest.mark.parametrize("op_name", _ops_with_cuda_kernels())
 def test_gradcheck_cuda_kernels(op_name):
+    """§2.10 on every CUDA kernel. Minutes per op in the simulator, so it runs on a GPU (or with
+    --simulator-slow); there the conformance suite's float64 gradients, compared with the gradchecked
+    reference backend, and the smaller gradchecks of tests/test_cuda_*.py cover the kernels."""
     results = gradcheck_op("cuda", op_name)
     assert results and all(r.relative_difference < 1e-7 for r in results)
 
