@@ -44,13 +44,18 @@ def _one_hot(labels, out, num_classes):
         out[i * num_classes + labels[i]] = 1
 
 
+def _walk(shape, strides):
+    """Device vectors of the shape and strides a strided kernel walks; a 0-d view walks one element (shape (1,),
+    stride 0), so the kernels never take a remainder by an empty axis."""
+    return device_vector(tuple(shape) or (1,)), device_vector(tuple(strides) or (0,))
+
+
 def gather(x, offset: int, shape: tuple, strides: tuple):
     """A new C-ordered array of `shape`: out[idx] = x.flat[offset + Σ idx_d·strides_d]."""
     out = device.empty(shape, x.dtype)
     if out.size:
         blocks, threads = device.launch_1d(out.size)
-        _gather_strided[blocks, threads](_flat(x), _flat(out), offset, device_vector(tuple(shape)),
-                                         device_vector(tuple(strides)))
+        _gather_strided[blocks, threads](_flat(x), _flat(out), offset, *_walk(shape, strides))
     return out
 
 
@@ -59,8 +64,7 @@ def scatter_into_zeros(g, x_shape: tuple, offset: int, strides: tuple):
     out = fill(device.empty(x_shape, g.dtype), 0)
     if g.size:
         blocks, threads = device.launch_1d(g.size)
-        _scatter_strided[blocks, threads](_flat(g), _flat(out), offset, device_vector(tuple(g.shape)),
-                                          device_vector(tuple(strides)))
+        _scatter_strided[blocks, threads](_flat(g), _flat(out), offset, *_walk(g.shape, strides))
     return out
 
 
