@@ -142,6 +142,7 @@ def test_max_pool_kernel_gives_a_tie_to_the_first_maximum_as_torch():
     ("conv2d", {"stride": 2, "padding": "same"}, ((1, 5, 6, 2), (3, 3, 2, 2), (2,))),
     ("conv2d", {"stride": 1, "padding": 1}, ((2, 4, 4, 1), (2, 2, 1, 3))),
     ("conv2d", {"stride": 2, "padding": "same"}, ((1, 5, 6, 3), (3, 3, 3, 40), (40,))),   # the CPU's BLAS path
+    ("conv2d", {"stride": 1, "padding": "same"}, ((2, 5, 6, 8), (3, 3, 8, 15), (15,))),   # the CPU's Winograd
     ("max_pool2d", {"f": 3, "stride": 2, "padding": 1}, ((1, 5, 5, 2),)),
     ("avg_pool2d", {"f": 2, "stride": 1, "padding": "same"}, ((1, 4, 5, 2),)),
 ])
@@ -296,15 +297,17 @@ def test_kernels_decline_arguments_the_op_check_refuses():
     assert cpu.kernels["conv2d"](x, np.ones((2, 2, 1, 1))) is not NotImplemented
 
 
-# ---- the CPU kernel's two ways: direct loops for small filter banks, im2col + BLAS over chunks ----------------
+# ---- the CPU kernel's three ways: direct loops for small filter banks, Winograd for 3×3 stride 1, im2col + BLAS --
 def conv2d_kernels_called(monkeypatch):
     """The names of the compiled conv2d functions called from now on, in order."""
     import lamina_cpu.backend as cpu_backend
     calls = []
-    for name in ("conv_direct_forward", "conv_direct_backward", "conv_gemm_forward", "conv_gemm_backward"):
-        compiled = getattr(cpu_backend._convolution, name)
-        monkeypatch.setattr(cpu_backend._convolution, name,
-                            lambda *args, _f=compiled, _name=name: (calls.append(_name), _f(*args))[1])
+    for module, names in ((cpu_backend._convolution, ("conv_direct_forward", "conv_direct_backward",
+                                                      "conv_gemm_forward", "conv_gemm_backward")),
+                          (cpu_backend._winograd, ("conv3x3", "filter_grad3x3"))):
+        for name in names:
+            compiled = getattr(module, name)
+            monkeypatch.setattr(module, name, lambda *args, _f=compiled, _name=name: (calls.append(_name), _f(*args))[1])
     return calls
 
 
@@ -329,16 +332,18 @@ def test_cpu_conv2d_gemm_chunks_give_the_same_result(monkeypatch, chunk_bytes):
     calls = conv2d_kernels_called(monkeypatch)
     rng = np.random.default_rng(5)
     x, w, b = rng.standard_normal((3, 9, 8, 6)), rng.standard_normal((3, 3, 6, 20)), rng.standard_normal(20)
-    check_conv2d_against_torch(load_backend("cpu"), x, w, b, 1, "same", "float64", rng)
+    check_conv2d_against_torch(load_backend("cpu"), x, w, b, 2, "same", "float64", rng)
     assert calls == ["conv_gemm_forward", "conv_gemm_backward"]
 
 
 @pytest.mark.parametrize("x_shape, w_shape", [
     ((16, 30, 30, 1), (5, 5, 1, 6)),        # direct: 16·26·26 pixels · 25 · 6 multiply-adds
-    ((4, 48, 48, 16), (3, 3, 16, 16)),      # BLAS: 4·48·48 pixels · 144 numbers of columns, 4 images a chunk
-], ids=["direct", "gemm"])
+    ((4, 48, 48, 16), (4, 4, 16, 16)),      # BLAS: 4·45·45 pixels · 256 numbers of columns, 4 images a chunk
+    ((4, 24, 24, 16), (3, 3, 16, 16)),      # Winograd: 4·36 tiles · 36 positions · 16·16 channel pairs
+], ids=["direct", "gemm", "winograd"])
 def test_cpu_conv2d_on_openmp_threads_matches_torch(x_shape, w_shape):
-    """Above PARALLEL_MIN (2^20) the images (im2col: the columns' rows) run on OpenMP threads."""
+    """Above PARALLEL_MIN (2^20) the images (im2col: the columns' rows; Winograd: blocks of tiles) run on OpenMP
+    threads."""
     rng = np.random.default_rng(6)
     x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[3])
     check_conv2d_against_torch(load_backend("cpu"), x, w, b, 1, "valid", "float64", rng)
@@ -369,3 +374,66 @@ def test_cpu_conv2d_computes_only_the_gradients_asked_for(w_shape):
         _, backprop = cpu.kernels["conv2d"](x, w, b, padding="same", needs_input_grad=needs)
         for got, want, need in zip(backprop(g), (dx, dw, db), needs):
             assert got is None if not need else np.array_equal(got, want)
+
+
+# ---- Winograd's F(4×4, 3×3) (Lavin & Gray): 3×3 stride-1 filter banks above DIRECT_MAX_WEIGHTS -------------------
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("shape, padding", [
+    ((2, 13, 11, 8), "same"), ((1, 9, 6, 8), "valid"),     # sizes that are no multiple of the 4×4 output tiles
+    ((3, 5, 7, 8), 1), ((1, 4, 5, 8), 2), ((2, 3, 3, 8), 3),   # outputs wider than the input, padding > 2
+    ((1, 1, 1, 8), "same"), ((2, 3, 3, 8), "valid"),           # one pixel; one output pixel
+])
+def test_cpu_conv2d_runs_3x3_stride_1_by_winograd_and_matches_torch(monkeypatch, shape, padding, dtype):
+    calls = conv2d_kernels_called(monkeypatch)
+    rng = np.random.default_rng(sum(shape))
+    x, w, b = rng.standard_normal(shape), rng.standard_normal((3, 3, 8, 17)), rng.standard_normal(17)
+    check_conv2d_against_torch(load_backend("cpu"), x, w, b, 1, padding, dtype, rng)
+    assert calls == ["conv3x3", "conv3x3", "filter_grad3x3"]     # z, then dx (flipped filters) and dW
+
+
+@pytest.mark.parametrize("needs", [(True, False, False), (False, True, False), (False, False, True)])
+def test_cpu_winograd_backward_computes_only_the_gradients_asked_for(monkeypatch, needs):
+    import lamina_cpu.backend as cpu_backend
+    calls = conv2d_kernels_called(monkeypatch)
+    rng = np.random.default_rng(9)
+    x, w, b = rng.standard_normal((2, 6, 7, 9)), rng.standard_normal((3, 3, 9, 14)), rng.standard_normal(14)
+    z, backprop = cpu_backend.CpuBackend().conv2d(x, w, b, padding="same", needs_input_grad=needs)
+    g = rng.standard_normal(z.shape)
+    grads = backprop(g)
+    assert [grad is not None for grad in grads] == list(needs)
+    assert calls == ["conv3x3"] + [name for name, need in zip(["conv3x3", "filter_grad3x3"], needs) if need]
+    xt, wt, bt = nchw(x), torch.tensor(w).permute(3, 2, 0, 1).requires_grad_(), torch.tensor(b).requires_grad_()
+    TF.conv2d(xt, wt, bt, padding=1).backward(torch.tensor(g).permute(0, 3, 1, 2))
+    want = [nhwc(xt.grad), wt.grad.permute(2, 3, 1, 0).numpy(), bt.grad.numpy()]
+    for grad, expected in zip(grads, want):
+        if grad is not None:
+            close(grad, expected, "float64")
+
+
+def test_cpu_winograd_gives_way_to_blas_for_wide_channel_banks(monkeypatch):
+    """Past WINOGRAD_MAX_CHANNEL_PAIRS input × output channels the transformed filters outgrow the caches."""
+    import lamina_cpu.backend as cpu_backend
+    monkeypatch.setattr(cpu_backend, "WINOGRAD_MAX_CHANNEL_PAIRS", 8 * 16)
+    calls = conv2d_kernels_called(monkeypatch)
+    rng = np.random.default_rng(10)
+    for n_C in (16, 17):
+        x, w, b = rng.standard_normal((2, 6, 5, 8)), rng.standard_normal((3, 3, 8, n_C)), rng.standard_normal(n_C)
+        check_conv2d_against_torch(load_backend("cpu"), x, w, b, 1, "same", "float32", rng)
+    assert calls == ["conv3x3", "conv3x3", "filter_grad3x3", "conv_gemm_forward", "conv_gemm_backward"]
+
+
+def test_winograd_transforms_are_lavin_and_grays_matrices():
+    """The C transforms equal the matrices they implement: Aᵀ[(G·g·Gᵀ) ⊙ (Bᵀ·d·B)]A is the 4×4 correlation of a
+    6×6 tile d with a 3×3 filter g, and transform_filters applies G on both sides."""
+    from lamina_cpu import _winograd
+    rng = np.random.default_rng(11)
+    d, g = rng.standard_normal((6, 6)), rng.standard_normal((3, 3))
+    B_T, G, A_T = _winograd.B_T, _winograd.G, _winograd.A_T
+    y = A_T @ ((G @ g @ G.T) * (B_T @ d @ B_T.T)) @ A_T.T
+    want = np.array([[(d[i:i + 3, j:j + 3] * g).sum() for j in range(4)] for i in range(4)])
+    np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
+    U = _winograd.transform_filters(g.reshape(3, 3, 1, 1))
+    assert U.shape == (36, 1, 8)                                  # output channels padded to 8 float64 lanes
+    np.testing.assert_allclose(U[:, 0, 0].reshape(6, 6), G @ g @ G.T, rtol=1e-14, atol=1e-14)
+    assert not U[:, :, 1:].any()
+

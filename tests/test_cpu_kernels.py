@@ -307,12 +307,12 @@ def test_optimizer_steps_update_parameters_in_place(cpu):
     assert optimizer.state[0]["v"].data.any()
 
 
-# ---- conv2d: the direct kernel and im2col + BLAS -----------------------------------------------
+# ---- conv2d: the direct kernel, Winograd and im2col + BLAS --------------------------------------------
 CONV_KERNEL_CASES = [  # (x shape, filter shape, stride, padding): direct up to 1024 filter numbers, BLAS above
     ((1, 5, 5, 1), (3, 3, 1, 2), 1, "valid"), ((1, 1, 1, 3), (1, 1, 3, 4), 1, "valid"),
     ((2, 17, 33, 3), (3, 3, 3, 8), 2, "same"), ((3, 9, 20, 2), (5, 5, 2, 20), 1, 2),
     ((1, 5, 5, 1), (3, 3, 1, 120), 1, "same"), ((2, 17, 33, 3), (3, 3, 3, 40), 3, "same"),
-    ((3, 9, 20, 8), (2, 2, 8, 40), 2, 1),
+    ((3, 9, 20, 8), (2, 2, 8, 40), 2, 1), ((2, 9, 10, 8), (3, 3, 8, 17), 1, "same"),     # the last: Winograd
 ]
 
 
@@ -324,7 +324,7 @@ def test_conv2d(cpu, reference, x_shape, w_shape, stride, padding, dtype):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("w_shape", [(3, 3, 2, 5), (3, 3, 2, 64)], ids=["direct", "gemm"])
+@pytest.mark.parametrize("w_shape", [(3, 3, 2, 5), (3, 3, 2, 64), (2, 2, 2, 300)], ids=["direct", "winograd", "gemm"])
 def test_conv2d_on_non_contiguous_views_without_bias(cpu, reference, w_shape, dtype):
     x = np.ascontiguousarray(rand(2, 7, 9, 2).transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
     w = np.ascontiguousarray(rand(*w_shape, seed=1).T).T

@@ -25,13 +25,18 @@ from lamina.ops.lrn import lrn_window
 from lamina.ops.updates import MOMENTUM_DAMPENINGS, split_epsilon
 from lamina.reference import ReferenceBackend
 
-from . import _activations, _batchnorm, _convolution, _optimizers, _recurrent, _softmax
+from . import _activations, _batchnorm, _convolution, _optimizers, _recurrent, _softmax, _winograd
 
 COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: conv2d: filter banks of at most this many numbers (f·f·n_C_prev·n_C: 4 KiB of float32, L1-resident) run
 #: the direct kernel; larger ones im2col + BLAS (measured: BLAS wins from about 27·48 up, the direct kernel
 #: below, where a product only n_C wide leaves BLAS packing more than multiplying)
 DIRECT_MAX_WEIGHTS = 1024
+#: conv2d: 3×3 stride-1 filter banks with at most this many (input, output) channel pairs run Winograd's
+#: F(4×4, 3×3); it does a quarter of the multiplications, but its transformed filters (36 of them per pair)
+#: and weight gradient outgrow the caches (measured, 2 threads, fwd+bwd: 384→384 at 14×14 Winograd 0.6× of
+#: im2col + BLAS, 512→512 at 7×7 2.8×)
+WINOGRAD_MAX_CHANNEL_PAIRS = 384 * 384
 #: conv2d: bytes of im2col columns built (and multiplied) at a time, a bound on the scratch memory rather than a
 #: cache size: each chunk wakes and joins BLAS's and OpenMP's threads, and on a loaded machine that costs a time
 #: slice each (32×56×56×64 → 64 3×3 at load 20 on 2 cores, forward / backward: 8 MiB chunks 2.5 s / 3.5 s,
@@ -205,10 +210,11 @@ class CpuBackend(ReferenceBackend):
     def conv2d(self, x, W, b=None, *, stride=1, padding="valid", needs_input_grad=None):
         """Z = im2col(x)·W₂ + b with W₂ = W as (f·f·n_C_prev, n_C); dW₂ = im2col(x)ᵀ·G, db = Σ_rows G,
         dx = col2im(G·W₂ᵀ), each only if `needs_input_grad` asks for it. Filters of at most
-        DIRECT_MAX_WEIGHTS numbers run the direct kernel (one output row at a time, no BLAS); larger
-        ones im2col GEMM_CHUNK_BYTES of columns at a time into this thread's scratch buffer and multiply
-        them by BLAS (one pass over the output: the bias is its starting value; the backward rebuilds the
-        columns rather than keeping them alive per layer)."""
+        DIRECT_MAX_WEIGHTS numbers run the direct kernel (one output row at a time, no BLAS); larger 3×3
+        stride-1 ones (up to WINOGRAD_MAX_CHANNEL_PAIRS) Winograd's F(4×4, 3×3) (dx is the convolution of G with the filters rotated by 180°,
+        dW the same algorithm's adjoint); the rest im2col GEMM_CHUNK_BYTES of columns at a time into
+        this thread's scratch buffer and multiply them by BLAS (one pass over the output: the bias is its
+        starting value; the backward rebuilds the columns rather than keeping them alive per layer)."""
         arrays = (x, W) if b is None else (x, W, b)
         if not _compiled(*arrays) or x.ndim != 4 or W.ndim != 4 or W.shape[0] != W.shape[1] \
                 or x.shape[3] != W.shape[2]:       # (the op's check refuses these; the loops count on them)
@@ -216,13 +222,17 @@ class CpuBackend(ReferenceBackend):
         f, _, c_prev, c_out = W.shape
         ((top, _), (left, _)), (oh, ow) = spatial_geometry("conv2d", x.shape, f, stride, padding)
         x, dtype, width = _c_order(x), x.dtype, f * f * c_prev
-        W2 = _c_order(W).reshape(width, c_out)
+        W = _c_order(W)
+        W2 = W.reshape(width, c_out)
         direct = W.size <= DIRECT_MAX_WEIGHTS
+        winograd = not direct and f == 3 and stride == 1 and c_prev * c_out <= WINOGRAD_MAX_CHANNEL_PAIRS
         bias = _c_order(b) if b is not None else np.zeros(0 if not direct else c_out, dtype)
         z = np.empty((x.shape[0], oh, ow, c_out), dtype)
         if direct:
             geometry = _convolution.DirectGeometry(c_prev, oh, ow, f, stride, top, left)
             _convolution.conv_direct_forward(x, W2, bias, geometry, z)
+        elif winograd:
+            _winograd.conv3x3(x, _winograd.transform_filters(W), bias, top, left, z)
         else:
             rows = max(1, min(GEMM_CHUNK_BYTES // (width * dtype.itemsize), z.shape[0] * oh * ow))
             rows = rows // (oh * ow) * (oh * ow) or rows      # whole images where one fits: col2im threads on them
@@ -237,6 +247,14 @@ class CpuBackend(ReferenceBackend):
             db = np.empty(c_out, dtype) if b is not None and needs[2] else None
             if direct:
                 _convolution.conv_direct_backward(x, W2, g, geometry, dx, dW2, db)
+            elif winograd:
+                if dx is not None:
+                    _winograd.conv3x3(g, _winograd.transform_filters(W, flip=True), np.zeros(0, dtype),
+                                      f - 1 - top, f - 1 - left, dx)
+                if dW2 is not None:
+                    dW2 = _winograd.filter_grad3x3(x, g, top, left).reshape(width, c_out)
+                if db is not None:
+                    db = g.reshape(-1, c_out).sum(axis=0)
             else:
                 _convolution.conv_gemm_backward(x, W2, g.reshape(-1, c_out), oh, ow, f, stride, top, left,
                                                 _scratch("cols", (rows, width), dtype), dx, dW2, db)
