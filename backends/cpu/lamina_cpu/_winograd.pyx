@@ -283,6 +283,29 @@ cdef void filter_adjoint_axis(const real** u, real* out, Py_ssize_t s, Py_ssize_
         filter_adjoint_axis_double(u, out, s, n)
 
 
+cdef inline void input_tile(const real[:, :, :, ::1] x, Py_ssize_t i, Py_ssize_t y0, Py_ssize_t z0,
+                            const real* zeros, real* tmp, real* V) noexcept nogil:
+    """V[p·TILES·C + :] = (Bᵀ·d·B)[p] for the 6×6 window of image i at (y0, z0)."""
+    cdef Py_ssize_t H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef const real* image = &x[i, 0, 0, 0] if H * W * C else zeros
+    if real is float:
+        winograd_input_float(image, H, W, C, y0, z0, zeros, tmp, V, TILES * C)
+    else:
+        winograd_input_double(image, H, W, C, y0, z0, zeros, tmp, V, TILES * C)
+
+
+cdef struct Tile:
+    Py_ssize_t i, y0, z0        # image, and the output pixel at the tile's top left
+
+
+cdef inline Tile tile_at(Py_ssize_t tile, Py_ssize_t per_image, Py_ssize_t across) noexcept nogil:
+    """Where tile number `tile` (row-major over images, tile rows, tile columns) is. A struct returned, so that
+    prange sees it assigned and keeps it private to each thread."""
+    cdef Tile where
+    where.i, where.y0, where.z0 = tile // per_image, tile % per_image // across * OUT, tile % across * OUT
+    return where
+
+
 def transform_filters(W, bint flip=False):
     """U[p, c, k] = (G·W[:, :, c, k]·Gᵀ)[p] for HWIO filters W (3, 3, C, n_C), as (36, C, cop) with the
     output channels padded with zeros to a whole number of vectors. flip=True transforms the filters of
@@ -338,10 +361,11 @@ def conv3x3(const real[:, :, :, ::1] x, const real[:, :, ::1] U, const real[::1]
     """z[i, h, w, k] = b[k] + Σ_{a,b,c} x[i, h + a − top, w + b − left, c]·W[a, b, c, k] (x is 0 outside the
     image), U = transform_filters(W), b empty for no bias; every pixel of z is written."""
     cdef Py_ssize_t m = z.shape[0], oh = z.shape[1], ow = z.shape[2], n_C = z.shape[3]
-    cdef Py_ssize_t H = x.shape[1], W = x.shape[2], C = x.shape[3], cop = U.shape[2]
+    cdef Py_ssize_t C = x.shape[3], cop = U.shape[2]
     cdef Py_ssize_t across = (ow + OUT - 1) // OUT, per_image = (oh + OUT - 1) // OUT * across
     cdef Py_ssize_t tiles = m * per_image, blocks = (tiles + TILES - 1) // TILES
-    cdef Py_ssize_t block, t, first, nt, i, y0, z0
+    cdef Py_ssize_t block, t, first, nt
+    cdef Tile tile
     cdef const real* bias = &b[0] if b.shape[0] else NULL
     cdef real* V = NULL
     cdef real* M = NULL
@@ -369,25 +393,20 @@ def conv3x3(const real[:, :, :, ::1] x, const real[:, :, ::1] U, const real[::1]
             first = block * TILES
             nt = min(TILES, tiles - first)
             for t in range(nt):
-                i, y0, z0 = (first + t) // per_image, (first + t) % per_image // across, (first + t) % across
-                if real is float:
-                    winograd_input_float(&x[i, 0, 0, 0] if H * W * C else zeros, H, W, C, y0 * OUT - top,
-                                         z0 * OUT - left, zeros, tmp, V + t * C, TILES * C)
-                else:
-                    winograd_input_double(&x[i, 0, 0, 0] if H * W * C else zeros, H, W, C, y0 * OUT - top,
-                                          z0 * OUT - left, zeros, tmp, V + t * C, TILES * C)
+                tile = tile_at(first + t, per_image, across)
+                input_tile(x, tile.i, tile.y0 - top, tile.z0 - left, zeros, tmp, V + t * C)
             if real is float:
                 winograd_multiply_float(V, &U[0, 0, 0], M, TILES, (nt + ROWS - 1) // ROWS * ROWS, C, cop)
             else:
                 winograd_multiply_double(V, &U[0, 0, 0], M, TILES, (nt + ROWS - 1) // ROWS * ROWS, C, cop)
             for t in range(nt):
-                i, y0, z0 = (first + t) // per_image, (first + t) % per_image // across, (first + t) % across
+                tile = tile_at(first + t, per_image, across)
                 if real is float:
-                    winograd_output_float(M + t * cop, TILES * cop, bias, &z[i, 0, 0, 0], oh, ow, n_C, cop,
-                                          y0 * OUT, z0 * OUT, tmp)
+                    winograd_output_float(M + t * cop, TILES * cop, bias, &z[tile.i, 0, 0, 0], oh, ow, n_C, cop,
+                                          tile.y0, tile.z0, tmp)
                 else:
-                    winograd_output_double(M + t * cop, TILES * cop, bias, &z[i, 0, 0, 0], oh, ow, n_C, cop,
-                                           y0 * OUT, z0 * OUT, tmp)
+                    winograd_output_double(M + t * cop, TILES * cop, bias, &z[tile.i, 0, 0, 0], oh, ow, n_C, cop,
+                                           tile.y0, tile.z0, tmp)
         free(V)
     if failed:
         raise MemoryError("conv2d: no memory for the Winograd kernel's tile buffers")
@@ -398,11 +417,12 @@ def filter_grad3x3(const real[:, :, :, ::1] x, const real[:, :, :, ::1] g, Py_ss
     the same algorithm: dU[p] = Σ_tiles V[p]ᵀ·(A·dY·Aᵀ)[p] (the adjoint of Y = Aᵀ(U ⊙ V)A), then dW = Gᵀ·dU·G
     (the adjoint of U = G·W·Gᵀ). Each thread sums its blocks of tiles into its own dU; they are added at the end."""
     cdef Py_ssize_t m = g.shape[0], oh = g.shape[1], ow = g.shape[2], n_C = g.shape[3]
-    cdef Py_ssize_t H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef Py_ssize_t C = x.shape[3]
     cdef Py_ssize_t lanes = VECTOR_BYTES // sizeof(real), cop = (n_C + lanes - 1) // lanes * lanes
     cdef Py_ssize_t across = (ow + OUT - 1) // OUT, per_image = (oh + OUT - 1) // OUT * across
     cdef Py_ssize_t tiles = m * per_image, blocks = (tiles + TILES - 1) // TILES, size = POSITIONS * C * cop
-    cdef Py_ssize_t block, t, first, nt, i, y0, z0, k
+    cdef Py_ssize_t block, t, first, nt, k
+    cdef Tile tile
     cdef real[:, :, ::1] dU = np.zeros((POSITIONS, C, cop), np.float32 if real is float else np.float64)
     cdef real* V = NULL
     cdef real* D = NULL
@@ -428,17 +448,14 @@ def filter_grad3x3(const real[:, :, :, ::1] x, const real[:, :, :, ::1] g, Py_ss
                 first = block * TILES
                 nt = min(TILES, tiles - first)
                 for t in range(nt):
-                    i, y0, z0 = (first + t) // per_image, (first + t) % per_image // across, (first + t) % across
+                    tile = tile_at(first + t, per_image, across)
+                    input_tile(x, tile.i, tile.y0 - top, tile.z0 - left, zeros, tmp, V + t * C)
                     if real is float:
-                        winograd_input_float(&x[i, 0, 0, 0] if H * W else zeros, H, W, C, y0 * OUT - top,
-                                             z0 * OUT - left, zeros, tmp, V + t * C, TILES * C)
-                        winograd_gradient_float(&g[i, 0, 0, 0], oh, ow, n_C, cop, y0 * OUT, z0 * OUT, zeros, tmp,
+                        winograd_gradient_float(&g[tile.i, 0, 0, 0], oh, ow, n_C, cop, tile.y0, tile.z0, zeros, tmp,
                                                 D + t * cop, TILES * cop)
                     else:
-                        winograd_input_double(&x[i, 0, 0, 0] if H * W else zeros, H, W, C, y0 * OUT - top,
-                                              z0 * OUT - left, zeros, tmp, V + t * C, TILES * C)
-                        winograd_gradient_double(&g[i, 0, 0, 0], oh, ow, n_C, cop, y0 * OUT, z0 * OUT, zeros,
-                                                 tmp, D + t * cop, TILES * cop)
+                        winograd_gradient_double(&g[tile.i, 0, 0, 0], oh, ow, n_C, cop, tile.y0, tile.z0, zeros, tmp,
+                                                 D + t * cop, TILES * cop)
                 if real is float:
                     winograd_filter_grad_float(V, D, partial, TILES, nt, C, cop)
                 else:
