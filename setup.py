@@ -44,7 +44,8 @@ class BuildExt(build_ext):
 
 
 extensions = [
-    Extension(f"lamina_cpu.{name}", [str(CPU_PACKAGE / f"{name}.pyx")], include_dirs=[numpy.get_include()],
+    Extension(f"lamina_cpu.{name}", [str(CPU_PACKAGE / f"{name}.pyx")],
+              include_dirs=[numpy.get_include(), str(CPU_PACKAGE)], depends=[str(p) for p in CPU_PACKAGE.glob("*.h")],
               extra_compile_args=["-O3"], define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
     for name in KERNEL_MODULES
 ]
@@ -53,7 +54,7 @@ setup(
     package_dir={"lamina": "framework/lamina", "lamina_cpu": "backends/cpu/lamina_cpu"},
     packages=["lamina", "lamina.nn", "lamina.ops", "lamina.optim", "lamina.recipes", "lamina.testing",
               "lamina.hparams", "lamina_cpu"],
-    package_data={"lamina.recipes": ["*.toml"], "lamina_cpu": ["*.pyx", "*.pxd"]},
+    package_data={"lamina.recipes": ["*.toml"], "lamina_cpu": ["*.pyx", "*.pxd", "*.h"]},
     ext_modules=cythonize(extensions, language_level=3,
                           compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True,
                                                "initializedcheck": False}),

@@ -7,14 +7,14 @@ channel pair, 36 products instead of 144. Summed over the input channels, the 36
 36 matrix products: M[p] = V[p]·U[p] with V[p] (tiles, C) the transformed inputs and U[p] (C, n_C) the
 transformed filters at position p of the 6×6 tile. Tiles go in blocks of TILES (V and M of a block stay in
 L2); the blocks run on OpenMP threads, each writing only its own tiles' outputs. The transforms are vectorized
-over the channels, which NHWC keeps contiguous; the products are a register-blocked kernel (ROWS tiles × four
-vectors of output channels accumulated in registers, GCC vector types as in _convolution).
+over the channels, which NHWC keeps contiguous; the products are _gemm.h's register-blocked kernel.
 """
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport calloc, free
 
 import numpy as np
 
+from ._gemm cimport small_gemm
 from ._vecmath cimport PARALLEL_MIN, real
 
 #: (Lavin & Gray's matrices for the points 0, ±1, ±2, ∞; the C transforms below are these, written out)
@@ -29,8 +29,7 @@ cdef enum:
     OUT = 4             # output tile side m
     ALPHA = 6           # input tile side m + f − 1
     POSITIONS = 36      # ALPHA²
-    ROWS = 6            # tiles per register block of the product kernel
-    TILES = 48          # tiles per block (a multiple of ROWS): V and M of a 64→64-channel block are 0.9 MB
+    TILES = 48          # tiles per block: V and M of a 64→64-channel block are 0.9 MB
     VECTOR_BYTES = 64   # one 512-bit register: 16 floats or 8 doubles
 
 
@@ -100,44 +99,6 @@ cdef extern from *:
         for (int r = 0; r < 6; r++) {       /* along each row: V[r·6 + q] = Σ_b tmp[r, b]·B[b, q] */          \
             for (int b = 0; b < 6; b++) d[b] = tmp + (r * 6 + b) * C;                                        \
             input_axis_##T(d, V + r * 6 * vstride, vstride, C);                                              \
-        }                                                                                                    \
-    }                                                                                                        \
-    /* M[p, t, :] = Σ_c V[p, t, c]·U[p, c, :] for t < nt (a multiple of 6) and the cop columns (a multiple  \
-       of the vector length), V (36, TILES, C), U (36, C, cop), M (36, TILES, cop) */                       \
-    LAMINA_WINOGRAD_CLONES static void winograd_multiply_##T(const T* restrict V, const T* restrict U,       \
-            T* restrict M, Py_ssize_t tiles, Py_ssize_t nt, Py_ssize_t C, Py_ssize_t cop) {                   \
-        for (int p = 0; p < 36; p++) {                                                                       \
-            const T* Vp = V + p * tiles * C;                                                                 \
-            const T* Up = U + p * C * cop;                                                                   \
-            T* Mp = M + p * tiles * cop;                                                                     \
-            Py_ssize_t co = 0;      /* a panel of U (C × four vectors) stays in cache for all the tiles */   \
-            for (; co + 4 * WL_##T <= cop; co += 4 * WL_##T)                                                 \
-                for (Py_ssize_t t = 0; t < nt; t += 6) {                                                     \
-                    const T* v = Vp + t * C;                                                                 \
-                    wv_##T acc[6][4] = {{{0}}};                                                              \
-                    for (Py_ssize_t c = 0; c < C; c++) {                                                     \
-                        const wv_##T* u = (const wv_##T*)(Up + c * cop + co);                               \
-                        wv_##T u0 = u[0], u1 = u[1], u2 = u[2], u3 = u[3];                                   \
-                        for (int r = 0; r < 6; r++) {                                                        \
-                            T s = v[r * C + c];                                                              \
-                            acc[r][0] += s * u0; acc[r][1] += s * u1;                                        \
-                            acc[r][2] += s * u2; acc[r][3] += s * u3;                                        \
-                        }                                                                                    \
-                    }                                                                                        \
-                    for (int r = 0; r < 6; r++)                                                              \
-                        for (int j = 0; j < 4; j++)                                                          \
-                            *(wv_##T*)(Mp + (t + r) * cop + co + j * WL_##T) = acc[r][j];                    \
-                }                                                                                            \
-            for (; co < cop; co += WL_##T)                                                                   \
-                for (Py_ssize_t t = 0; t < nt; t += 6) {                                                     \
-                    const T* v = Vp + t * C;                                                                 \
-                    wv_##T acc[6] = {{0}};                                                                   \
-                    for (Py_ssize_t c = 0; c < C; c++) {                                                     \
-                        wv_##T u0 = *(const wv_##T*)(Up + c * cop + co);                                    \
-                        for (int r = 0; r < 6; r++) acc[r] += v[r * C + c] * u0;                             \
-                    }                                                                                        \
-                    for (int r = 0; r < 6; r++) *(wv_##T*)(Mp + (t + r) * cop + co) = acc[r];               \
-                }                                                                                            \
         }                                                                                                    \
     }                                                                                                        \
     /* m ↦ Aᵀm along one axis: four outputs of six inputs, for each of n channels */                        \
@@ -251,10 +212,6 @@ cdef extern from *:
                               const float*, float*, float*, Py_ssize_t) nogil
     void winograd_input_double(const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                const double*, double*, double*, Py_ssize_t) nogil
-    void winograd_multiply_float(const float*, const float*, float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                 Py_ssize_t) nogil
-    void winograd_multiply_double(const double*, const double*, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                  Py_ssize_t) nogil
     void winograd_output_float(const float*, Py_ssize_t, const float*, float*, Py_ssize_t, Py_ssize_t,
                                Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, float*) nogil
     void winograd_output_double(const double*, Py_ssize_t, const double*, double*, Py_ssize_t, Py_ssize_t,
@@ -364,7 +321,7 @@ def conv3x3(const real[:, :, :, ::1] x, const real[:, :, ::1] U, const real[::1]
     cdef Py_ssize_t C = x.shape[3], cop = U.shape[2]
     cdef Py_ssize_t across = (ow + OUT - 1) // OUT, per_image = (oh + OUT - 1) // OUT * across
     cdef Py_ssize_t tiles = m * per_image, blocks = (tiles + TILES - 1) // TILES
-    cdef Py_ssize_t block, t, first, nt
+    cdef Py_ssize_t block, t, first, nt, p
     cdef Tile tile
     cdef const real* bias = &b[0] if b.shape[0] else NULL
     cdef real* V = NULL
@@ -395,10 +352,8 @@ def conv3x3(const real[:, :, :, ::1] x, const real[:, :, ::1] U, const real[::1]
             for t in range(nt):
                 tile = tile_at(first + t, per_image, across)
                 input_tile(x, tile.i, tile.y0 - top, tile.z0 - left, zeros, tmp, V + t * C)
-            if real is float:
-                winograd_multiply_float(V, &U[0, 0, 0], M, TILES, (nt + ROWS - 1) // ROWS * ROWS, C, cop)
-            else:
-                winograd_multiply_double(V, &U[0, 0, 0], M, TILES, (nt + ROWS - 1) // ROWS * ROWS, C, cop)
+            for p in range(POSITIONS):      # M[p] = V[p]·U[p]
+                small_gemm(nt, cop, C, V + p * TILES * C, C, &U[p, 0, 0], cop, M + p * TILES * cop, cop, False)
             for t in range(nt):
                 tile = tile_at(first + t, per_image, across)
                 if real is float:

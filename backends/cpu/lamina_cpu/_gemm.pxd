@@ -1,0 +1,17 @@
+"""The small single-threaded matrix product of _gemm.h, for `real` (see that file)."""
+from ._vecmath cimport real
+
+cdef extern from "_gemm.h" nogil:
+    void lamina_gemm_float(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* A, Py_ssize_t lda, const float* B,
+                           Py_ssize_t ldb, float* C, Py_ssize_t ldc, int accumulate)
+    void lamina_gemm_double(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* A, Py_ssize_t lda,
+                            const double* B, Py_ssize_t ldb, double* C, Py_ssize_t ldc, int accumulate)
+
+
+cdef inline void small_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const real* A, Py_ssize_t lda, const real* B,
+                            Py_ssize_t ldb, real* C, Py_ssize_t ldc, bint accumulate) noexcept nogil:
+    """Row-major C (m×n) = A (m×k)·B (k×n), or C += A·B with accumulate, on this thread."""
+    if real is float:
+        lamina_gemm_float(m, n, k, A, lda, B, ldb, C, ldc, accumulate)
+    else:
+        lamina_gemm_double(m, n, k, A, lda, B, ldb, C, ldc, accumulate)
