@@ -330,3 +330,52 @@ def test_conv2d_on_non_contiguous_views_without_bias(cpu, reference, w_shape, dt
     w = np.ascontiguousarray(rand(*w_shape, seed=1).T).T
     assert not (x.flags.c_contiguous or w.flags.c_contiguous)
     assert_matches_reference(cpu, reference, "conv2d", [x, w], dtype, padding="same")
+
+
+# ---- _matmul: the products on the OpenMP threads (the recurrences' instead of BLAS) ------------------------
+MATMUL_SHAPES = [(1, 1, 1), (7, 17, 5), (13, 70, 0), (200, 90, 70), (6, 130, 300), (97, 33, 260)]   # (rows, N, K)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("rows, n, k", MATMUL_SHAPES, ids=str)
+def test_matmul_panels_equals_numpy(rows, n, k, dtype):
+    from lamina_cpu import _matmul
+    rng = np.random.default_rng(rows + n + k)
+    A, W = rng.standard_normal((rows, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
+    out = np.full((rows, n), np.nan, dtype)
+    _matmul.matmul_panels(A, _matmul.pack_panels(W), out)
+    np.testing.assert_allclose(out, A.astype(np.float64) @ W, rtol=1e-5 if dtype is np.float32 else 1e-12,
+                               atol=1e-4 if dtype is np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("rows, n, k", MATMUL_SHAPES, ids=str)
+def test_matmul_tn_equals_numpy_on_column_slices(rows, n, k, dtype):
+    """out = Aᵀ·B summed over k in chunks of 256 rows; A, B and out may be column slices of wider arrays."""
+    from lamina_cpu import _matmul
+    rng = np.random.default_rng(rows * n + k)
+    A = rng.standard_normal((k, rows + 3)).astype(dtype)[:, 2:2 + rows]
+    B = rng.standard_normal((k, n + 5)).astype(dtype)[:, 5:]
+    out = np.full((rows, n + 4), np.nan, dtype)
+    _matmul.matmul_tn(A, B, out[:, 4:])
+    np.testing.assert_allclose(out[:, 4:], A.T.astype(np.float64) @ B, rtol=1e-5 if dtype is np.float32 else 1e-12,
+                               atol=1e-4 if dtype is np.float32 else 1e-11)
+    assert np.isnan(out[:, :4]).all()
+
+
+def test_pack_panels_lays_each_gates_columns_out_in_zero_padded_panels():
+    from lamina_cpu import _matmul
+    W = np.arange(3 * 2 * 20, dtype=np.float32).reshape(3, 40)       # K = 3, two gates of 20 units
+    panels = _matmul.pack_panels(W, gates=2)
+    assert panels.shape == (2, 1, 3, 64) and panels.flags.c_contiguous      # 64 float32 units: 256 bytes
+    np.testing.assert_array_equal(panels[1, 0, :, :20], W[:, 20:])
+    assert not panels[:, :, :, 20:].any()
+
+
+def test_matmul_errors_name_the_function_and_shapes():
+    from lamina_cpu import _matmul
+    with pytest.raises(ValueError, match=r"matmul_panels: A \(2, 3\), panels \(1, 1, 4, 64\)"):
+        _matmul.matmul_panels(np.ones((2, 3), np.float32), _matmul.pack_panels(np.ones((4, 5), np.float32)),
+                              np.empty((2, 5), np.float32))
+    with pytest.raises(ValueError, match="matmul_tn: A's rows must be contiguous"):
+        _matmul.matmul_tn(np.ones((4, 6))[:, ::2], np.ones((4, 2)), np.empty((3, 2)))

@@ -422,3 +422,27 @@ def test_lstm_learns_a_long_range_pattern():
         opt.step()
     accuracy = (model(lm.tensor(x)).numpy().argmax(1) == y).mean()
     assert accuracy > 0.95
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("op,attrs", [("rnn", {}), ("gru", {}), ("gru", {"reset_after": False}), ("lstm", {}),
+                                      ("lstm", {"peephole": True})],
+                         ids=["rnn", "gru", "seed_gru", "lstm", "peephole_lstm"])
+def test_cpu_kernels_on_threads_and_in_parts_match_composite_defaults(op, attrs, dtype):
+    """Above PARALLEL_MIN (m·n·G ≥ 2^20) a step's units are split into parts (64 float32 or 32 float64 units,
+    the last part partial: n = 100) run on the OpenMP threads, each multiplying its own columns of every gate."""
+    m, T, n_x, n = 110, 4, 20, 100
+    G = {"rnn": 1, "gru": 3, "lstm": 4}[op]
+    rng = np.random.default_rng(11)
+    r = lambda *s: rng.standard_normal(s) * 0.3  # noqa: E731
+    arrays = [r(m, T, n_x)] + [r(m, n) for _ in range(2 if op == "lstm" else 1)] + [r(n_x, G * n), r(n, G * n)]
+    arrays += [r(G * n) for _ in range(2 if op == "gru" else 1)] + ([r(3, n)] if attrs.pop("peephole", False) else [])
+    mask = np.ones((m, T))
+    mask[::3, 2:] = 0
+    upstream = rng.standard_normal((m, T + (2 if op == "lstm" else 1), n)).astype(dtype)
+    extra = dict(attrs, mask=mask, returns="both")
+    got = run_op(load_backend("cpu"), op, [a.astype(dtype) for a in arrays], dtype, upstream, **extra)
+    want = run_op(reference_backend(), op, [a.astype(dtype) for a in arrays], dtype, upstream, **extra)
+    close(got[0], want[0], dtype, "output")
+    for k, (g, w) in enumerate(zip(got[1], want[1])):
+        close(g, w, dtype, f"gradient of input {k}")

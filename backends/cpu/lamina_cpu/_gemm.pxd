@@ -1,10 +1,15 @@
 """The small single-threaded matrix product of _gemm.h, for `real` (see that file)."""
 from ._vecmath cimport real
 
+cdef enum:
+    # the width of small_gemm's register block in bytes (four 64-byte vectors): the column panels to cut
+    # products into, for threads or for packing
+    PANEL_BYTES = 256
+
 cdef extern from "_gemm.h" nogil:
-    void lamina_gemm_float(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* A, Py_ssize_t lda, const float* B,
-                           Py_ssize_t ldb, float* C, Py_ssize_t ldc, int accumulate)
-    void lamina_gemm_double(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* A, Py_ssize_t lda,
+    void lamina_gemm_float(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* A, Py_ssize_t lda, int trans_a,
+                           const float* B, Py_ssize_t ldb, float* C, Py_ssize_t ldc, int accumulate)
+    void lamina_gemm_double(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* A, Py_ssize_t lda, int trans_a,
                             const double* B, Py_ssize_t ldb, double* C, Py_ssize_t ldc, int accumulate)
 
 
@@ -12,6 +17,15 @@ cdef inline void small_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const real
                             Py_ssize_t ldb, real* C, Py_ssize_t ldc, bint accumulate) noexcept nogil:
     """Row-major C (m×n) = A (m×k)·B (k×n), or C += A·B with accumulate, on this thread."""
     if real is float:
-        lamina_gemm_float(m, n, k, A, lda, B, ldb, C, ldc, accumulate)
+        lamina_gemm_float(m, n, k, A, lda, 0, B, ldb, C, ldc, accumulate)
     else:
-        lamina_gemm_double(m, n, k, A, lda, B, ldb, C, ldc, accumulate)
+        lamina_gemm_double(m, n, k, A, lda, 0, B, ldb, C, ldc, accumulate)
+
+
+cdef inline void small_gemm_tn(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const real* A, Py_ssize_t lda, const real* B,
+                               Py_ssize_t ldb, real* C, Py_ssize_t ldc, bint accumulate) noexcept nogil:
+    """Row-major C (m×n) = Aᵀ·B for A (k×m), B (k×n), or C += Aᵀ·B with accumulate, on this thread."""
+    if real is float:
+        lamina_gemm_float(m, n, k, A, lda, 1, B, ldb, C, ldc, accumulate)
+    else:
+        lamina_gemm_double(m, n, k, A, lda, 1, B, ldb, C, ldc, accumulate)

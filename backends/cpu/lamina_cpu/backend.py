@@ -25,7 +25,7 @@ from lamina.ops.lrn import lrn_window
 from lamina.ops.updates import MOMENTUM_DAMPENINGS, split_epsilon
 from lamina.reference import ReferenceBackend
 
-from . import _activations, _batchnorm, _convolution, _optimizers, _recurrent, _softmax, _winograd
+from . import _activations, _batchnorm, _convolution, _matmul, _optimizers, _recurrent, _softmax, _winograd
 
 COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: conv2d: filter banks of at most this many numbers (f·f·n_C_prev·n_C: 4 KiB of float32, L1-resident) run
@@ -498,7 +498,8 @@ def _unary(x, forward, backward, *, save_output, rows=False, params=()):
 def _recurrence(cell, x, states, W_x, W_a, b_x, b_a, P, mask, returns, reset_after, needs_input_grad):
     """Kernel result of a whole-sequence `rnn`/`gru`/`lstm`: the input projection X·W_x + b of every step as one
     matrix product (time-major), the time loop forward and backward in _recurrent (GIL released), and the
-    weight gradients as single products over all steps: dW_x = Xᵀ·dZ, dW_a = Hᵀ·dZ, db = Σ dZ."""
+    weight gradients as single products over all steps: dW_x = Xᵀ·dZ, dW_a = Hᵀ·dZ, db = Σ dZ. Every product
+    is _matmul's, on the OpenMP threads the time loops use (see _matmul for why not BLAS)."""
     arrays = [x, *states, W_x, W_a, b_x] + [a for a in (b_a, P) if a is not None]
     if not _compiled(*arrays) or x.shape[0] == 0 or x.shape[1] == 0 or W_a.shape[0] == 0:
         return NotImplemented
@@ -511,7 +512,8 @@ def _recurrence(cell, x, states, W_x, W_a, b_x, b_a, P, mask, returns, reset_aft
     W_a, P = _c_order(W_a), (_c_order(P) if P is not None else None)
     seed_gru = cell == "gru" and not reset_after
     x_tm = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(T * m, n_x)
-    XW = np.matmul(x_tm, W_x).reshape(T, m, G)
+    XW = np.empty((T, m, G), dtype)
+    _matmul.matmul_panels(x_tm, _matmul.pack_panels(W_x), XW.reshape(T * m, G))
     XW += (b_x + b_a) if seed_gru else b_x
     H = np.empty((T + 1, m, n), dtype)
     H[0] = states[0]
@@ -553,13 +555,18 @@ def _recurrence(cell, x, states, W_x, W_a, b_x, b_a, P, mask, returns, reset_aft
             _recurrent.lstm_backward(XW, saved[0], W_a, P if P is not None else np.zeros((3, n), dtype), mask, dY,
                                      finals[0], finals[1], dZ, zeros)
         dZ2, dZa2 = dZ.reshape(T * m, G), dZa.reshape(T * m, G)
-        dx = np.matmul(dZ2, W_x.T).reshape(T, m, n_x).transpose(1, 0, 2) if needs[0] else None
-        dW_x = np.matmul(x_tm.T, dZ2)
-        if seed_gru:
-            dW_a = np.concatenate([np.matmul(H[:T].reshape(T * m, n).T, dZ2[:, :2 * n]),
-                                   np.matmul(saved[0].reshape(T * m, n).T, dZ2[:, 2 * n:])], axis=1)
+        dx = None
+        if needs[0]:
+            dx = np.empty((T * m, n_x), dtype)
+            _matmul.matmul_panels(dZ2, _matmul.pack_panels(W_x.T), dx)
+            dx = dx.reshape(T, m, n_x).transpose(1, 0, 2)
+        dW_x, dW_a = np.empty((n_x, G), dtype), np.empty((n, G), dtype)
+        _matmul.matmul_tn(x_tm, dZ2, dW_x)
+        if seed_gru:        # the candidate's columns pair with Γ_r·a<t-1>, not a<t-1>
+            _matmul.matmul_tn(H[:T].reshape(T * m, n), dZ2[:, :2 * n], dW_a[:, :2 * n])
+            _matmul.matmul_tn(saved[0].reshape(T * m, n), dZ2[:, 2 * n:], dW_a[:, 2 * n:])
         else:
-            dW_a = np.matmul(H[:T].reshape(T * m, n).T, dZa2)
+            _matmul.matmul_tn(H[:T].reshape(T * m, n), dZa2, dW_a)
         grads = [dx, *finals, dW_x, dW_a, dZ2.sum(axis=0)]
         if cell == "gru":
             grads.append(dZa2.sum(axis=0))
