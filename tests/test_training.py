@@ -104,3 +104,21 @@ def test_minibatches_cover_every_example_once_and_reshuffle():
     second = np.concatenate([b for _, b in minibatches(X, y, 4, seed=2)])
     assert not np.array_equal(np.concatenate(first), second)
     assert list(np.concatenate([b for _, b in minibatches(X, y, 4, shuffle=False)])) == list(range(10))
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_write(tmp_path):
+    """0666 less the umask, as open(path, "w") gives (not a temporary file's 0600); a replaced file keeps its own."""
+    import os
+
+    from lamina.files import atomic_write
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "curves.txt", "a")
+        assert (tmp_path / "curves.txt").stat().st_mode & 0o777 == 0o644
+        os.chmod(tmp_path / "curves.txt", 0o600)
+        atomic_write(tmp_path / "curves.txt", "b")
+        assert (tmp_path / "curves.txt").stat().st_mode & 0o777 == 0o600
+        assert (tmp_path / "curves.txt").read_text() == "b" and os.listdir(tmp_path) == ["curves.txt"]
+    finally:
+        os.umask(umask)

@@ -116,6 +116,15 @@ def test_early_stopping_on_cost_prefers_lower_values():
         EarlyStopping(metric="f1").update(1, {"cost": 1.0}, model)
 
 
+def test_early_stopping_on_perplexity_prefers_lower_values_as_its_metric_says():
+    stopper = EarlyStopping(metric="perplexity", patience=1)
+    model = _model()
+    assert not stopper.update(1, {"perplexity": 20.0}, model)
+    assert not stopper.update(2, {"perplexity": 12.0}, model) and stopper.best_epoch == 2
+    assert stopper.update(3, {"perplexity": 13.0}, model) and stopper.best_epoch == 2
+    assert EarlyStopping(metric="accuracy").sign == 1.0 and EarlyStopping(metric="not-registered").sign == 1.0
+
+
 def test_checkpoint_keeps_the_rng_state_for_exact_resumption(tmp_path):
     model = _model()
     backend = lm.get_backend()

@@ -7,15 +7,14 @@ import math
 import numpy as np
 
 from .errors import ConfigError
-
-LOWER_IS_BETTER = ("cost",)
+from .metrics import higher_is_better
 
 
 class EarlyStopping:
     """Watch `metric` on the dev set ("cost" or a recipe metric such as "accuracy").
 
-    An epoch improves on the best when it beats it by more than `min_delta` (upwards for
-    metrics, downwards for "cost"); after `patience` epochs without improvement training
+    An epoch improves on the best when it beats it by more than `min_delta` (downwards for "cost"
+    and the metrics where lower is better, such as perplexity; upwards for the rest); after `patience` epochs without improvement training
     stops, and `restore` puts the best epoch's weights back into the model.
     """
 
@@ -23,7 +22,7 @@ class EarlyStopping:
         if patience < 1:
             raise ConfigError(f"early stopping: patience must be at least 1, got {patience}")
         self.metric, self.patience, self.min_delta = metric, int(patience), float(min_delta)
-        self.sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+        self.sign = 1.0 if higher_is_better(metric) else -1.0
         self.best = -math.inf
         self.best_epoch = 0
         self.wait = 0

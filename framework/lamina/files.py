@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 import tomllib
 from pathlib import Path
 
@@ -11,12 +11,17 @@ from .errors import ConfigError
 
 def atomic_write(path, payload: bytes | str) -> None:
     """Write `payload` to a temporary file beside `path`, flush it to disk and rename it into
-    place, so a crash leaves either the old file or the new one, never half of one."""
+    place, so a crash leaves either the old file or the new one, never half of one. The file gets
+    the permissions a plain open(path, "w") would give it (0666 less the umask; tempfile.mkstemp's
+    would be 0600, unreadable by anyone else), or those of the file it replaces."""
     path = Path(path)
     data = payload.encode() if isinstance(payload, str) else payload
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)      # the umask applies, as for open()
     try:
         with os.fdopen(fd, "wb") as f:
+            if path.exists():
+                os.chmod(f.fileno(), path.stat().st_mode & 0o7777)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

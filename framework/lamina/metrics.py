@@ -19,7 +19,20 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from .data import known_labels
-from .errors import ConfigError, LaminaError, ShapeError
+from .errors import ConfigError, LaminaError, ShapeError, UnknownNameError
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of `metric` is better: not for "cost", nor for a registered metric whose class
+    says `higher_is_better = False` (perplexity); yes for the rest (accuracy, F1, ..., and names not registered)."""
+    if metric == "cost":
+        return False
+    from .registry import get
+
+    try:
+        return bool(getattr(get("metrics", metric), "higher_is_better", True))
+    except UnknownNameError:
+        return True
 
 
 def _host(x) -> np.ndarray:

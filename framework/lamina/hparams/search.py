@@ -171,11 +171,9 @@ def objective_direction(metric: str, direction: str | None) -> str:
         if direction not in ("max", "min"):
             raise ConfigError(f"direction must be 'max' or 'min', got {direction!r}")
         return direction
-    if metric == "cost":
-        return "min"
-    from ..registry import get
+    from ..metrics import higher_is_better
 
-    return "max" if getattr(get("metrics", metric), "higher_is_better", True) else "min"
+    return "max" if higher_is_better(metric) else "min"
 
 
 def round_sizes(trials: int, rounds: int) -> list[int]:
