@@ -128,6 +128,18 @@ def test_demo_layer_is_usable_from_a_toml_recipe_file(tmp_path):
         np.testing.assert_allclose(scale.gamma.numpy(), before - 0.1 * scale.gamma.grad.numpy())
 
 
+def test_a_plugins_model_builder_is_named_by_a_recipe_like_a_core_one():
+    recipe = Recipe.from_dict({"data": {"dataset": "digits", "images": True}, "model": {"builder": "tiny_cnn",
+                                                                                        "filters": 3},
+                               "loss": {"name": "softmax_cross_entropy"}, "optimizer": {"name": "adam"},
+                               "training": {"epochs": 1}})
+    model = recipe.build_model((8, 8, 1))
+    assert model(lamina.tensor(np.zeros((2, 8, 8, 1)))).shape == (2, 10)
+    assert model[0].W.shape == (3, 3, 1, 3)
+    assert manager().registry.owner("models", "tiny_cnn") == "demo"
+    assert manager().registry.owner("models", "lenet5") == "lamina"
+
+
 def test_demo_components_compute_what_their_formulas_say():
     from lamina_demo_plugin.components import Scale, SmoothedCrossEntropy
 

@@ -65,8 +65,7 @@ def test_a_recipe_builds_a_named_architecture():
 
 
 @pytest.mark.parametrize("model,match", [
-    ({"builder": "lenet"}, r"unknown model builder 'lenet'\. Did you mean 'lenet5'.*\? Known builders: lenet5, "),
-    ({"builder": ["lenet5"]}, r"unknown model builder \['lenet5'\]"),
+    ({"builder": ["lenet5"]}, r"builder must be the name of a model builder, got \['lenet5'\]"),
     ({"builder": "lenet5", "layers": [{"type": "flatten"}]}, "needs either 'layers' .* or 'builder' .*got both"),
     ({}, "needs either 'layers' .* or 'builder' .*got neither"),
     ({"layers": []}, "layers must be a non-empty list of tables"),
@@ -74,6 +73,12 @@ def test_a_recipe_builds_a_named_architecture():
 def test_bad_model_sections_say_what_is_wrong(model, match):
     with pytest.raises(ConfigError, match=f"recipe <dict>: .*{match}"):
         Recipe.from_dict(recipe_dict(**model))
+
+
+def test_an_unknown_builder_is_named_with_the_known_ones_when_the_model_is_built():
+    recipe = Recipe.from_dict(recipe_dict(builder="lenet"))
+    with pytest.raises(ConfigError, match=r"unknown model builder 'lenet'\. Did you mean 'lenet5'.*\? Known builders: .*lenet5"):
+        recipe.build_model((32, 32, 1))
 
 
 @pytest.mark.parametrize("options,shape,match", [

@@ -42,9 +42,11 @@ def lamina_register_components(register):
     for kind, classes in (("losses", language_model.LOSSES), ("metrics", language_model.METRICS)):
         for cls in classes:
             register(kind, cls.name, cls)
-    from .models import AuxiliaryLoss
+    from . import models
 
-    register("losses", AuxiliaryLoss.name, AuxiliaryLoss)     # GoogLeNet's main + 0.3·side-branch losses
+    register("losses", models.AuxiliaryLoss.name, models.AuxiliaryLoss)   # GoogLeNet's main + 0.3·side branches
+    for name in models.__all__:         # the builders a recipe names as [model] builder = "lenet5"
+        register("models", name, getattr(models, name))
     for cls in augment.AUGMENTATIONS:
         register("augmentations", cls.name, cls)
     for name, loader in datasets.DATASETS.items():

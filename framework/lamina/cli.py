@@ -123,8 +123,9 @@ def plugins():
         for item in info.registered:
             kind, _, name = item.partition(":")
             kinds.setdefault(kind, []).append(name)
+        width = max((len(_plural(kind)) for kind in kinds), default=0) + 2
         for kind, names in sorted(kinds.items()):
-            click.echo(f"  {_plural(kind) + ':':<14}{', '.join(names)}")
+            click.echo(f"  {_plural(kind) + ':':<{width}}{', '.join(names)}")
     if manager.disabled:
         click.echo(f"disabled: {', '.join(sorted(manager.disabled))}")
     for failure in manager.failures:

@@ -27,8 +27,9 @@ def lamina_register_kernels(register):
 
 @hookspec
 def lamina_register_components(register):
-    """Add components: `register(kind, name, obj, override=False)`; kind is one of
-    layers, activations, losses, metrics, optimizers, initializers, datasets, recipes."""
+    """Add components: `register(kind, name, obj, override=False)`; kind is one of lamina.registry.KINDS:
+    layers, activations, losses, metrics, optimizers, schedules, regularizers, initializers, datasets,
+    recipes, augmentations, models."""
 
 
 @hookspec

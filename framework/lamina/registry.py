@@ -4,7 +4,7 @@ from __future__ import annotations
 from .errors import RegistrationError, UnknownNameError, close_matches
 
 KINDS = ("layers", "activations", "losses", "metrics", "optimizers", "schedules", "regularizers", "initializers",
-         "datasets", "recipes", "augmentations")
+         "datasets", "recipes", "augmentations", "models")
 
 
 def singular(kind: str) -> str:

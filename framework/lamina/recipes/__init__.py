@@ -175,8 +175,12 @@ class Recipe:
             raise ConfigError(f"{where}: model builder {name!r} needs images (n_H, n_W, n_C), but the data gives "
                               f"examples of shape {input_shape!r}; set images = true in [data]")
         options = {k: v for k, v in self.model.items() if k != "builder"}
+        builders = model_builders()
+        if name not in builders:
+            raise ConfigError(f"{where}: unknown model builder {name!r}.{close_matches(name, builders)} "
+                              f"Known builders: {', '.join(builders)}")
         try:
-            return model_builders()[name](input_shape=tuple(input_shape), **options)
+            return builders[name](input_shape=tuple(input_shape), **options)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"{where}: cannot build model {name!r} with {options}: {err}") from err
 
@@ -260,24 +264,22 @@ class Recipe:
 
 
 def model_builders() -> dict:
-    """{name: builder} of the architectures in `lamina.models` (lenet5, alexnet, vgg16, resnet18, ...),
-    which a recipe names as [model] builder = "lenet5"."""
-    from .. import models
+    """{name: builder} of the registered model builders (kind "models": lamina.models' lenet5, alexnet, vgg16,
+    resnet18, ..., and any a plugin adds), which a recipe names as [model] builder = "lenet5"."""
+    from .. import registry
 
-    return {name: getattr(models, name) for name in models.__all__}
+    return {name: registry.get("models", name) for name in registry.names("models")}
 
 
 def _check_model(model: dict, where: str) -> None:
     """[model] has either `layers` (a non-empty list of tables with a 'type') or a known `builder`."""
     if ("layers" in model) == ("builder" in model):
         raise ConfigError(f"{where}: [model] needs either 'layers' (a list of layer tables) or 'builder' (a "
-                          f"lamina.models architecture such as \"lenet5\"), got "
+                          f"registered model builder such as \"lenet5\"), got "
                           f"{'both' if 'layers' in model else 'neither'}")
-    if "builder" in model:
-        builders = model_builders()
-        if not isinstance(model["builder"], str) or model["builder"] not in builders:
-            raise ConfigError(f"{where}: [model] unknown model builder {model['builder']!r}."
-                              f"{close_matches(str(model['builder']), builders)} Known builders: {', '.join(builders)}")
+    if "builder" in model:      # (the name is looked up when the model is built: a plugin's may register later)
+        if not isinstance(model["builder"], str):
+            raise ConfigError(f"{where}: [model] builder must be the name of a model builder, got {model['builder']!r}")
         return
     if not isinstance(model["layers"], list) or not model["layers"]:
         raise ConfigError(f"{where}: [model] layers must be a non-empty list of tables")
