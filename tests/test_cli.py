@@ -35,7 +35,7 @@ def test_plugins_lists_what_the_core_registered():
     assert result.exit_code == 0
     assert result.output.startswith(f"lamina {lamina.__version__}")
     assert "recipes:" in result.output and "digits-mlp" in result.output
-    assert "backends:     cpu" in result.output
+    assert "backends:      cpu" in result.output         # the kinds in one column, as wide as "augmentations:"
 
 
 def test_unknown_backend_is_bad_usage_listing_what_exists(tmp_path):

@@ -117,15 +117,18 @@ def plugins():
     from .plugins import get_manager
 
     manager = get_manager()
+    listed = []
     for info in manager.info.values():
-        click.echo(f"{info.name} {info.version} (distribution {info.distribution})")
         kinds: dict[str, list[str]] = {}
         for item in info.registered:
             kind, _, name = item.partition(":")
-            kinds.setdefault(kind, []).append(name)
-        width = max((len(_plural(kind)) for kind in kinds), default=0) + 2
+            kinds.setdefault(_plural(kind), []).append(name)
+        listed.append((info, kinds))
+    width = max((len(kind) for _, kinds in listed for kind in kinds), default=0) + 2
+    for info, kinds in listed:
+        click.echo(f"{info.name} {info.version} (distribution {info.distribution})")
         for kind, names in sorted(kinds.items()):
-            click.echo(f"  {_plural(kind) + ':':<{width}}{', '.join(names)}")
+            click.echo(f"  {kind + ':':<{width}}{', '.join(names)}")
     if manager.disabled:
         click.echo(f"disabled: {', '.join(sorted(manager.disabled))}")
     for failure in manager.failures:
