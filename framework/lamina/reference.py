@@ -22,6 +22,13 @@ def _keepdims_shape(shape, axis):
     return tuple(1 if i in axes else n for i, n in enumerate(shape))
 
 
+def _basic_index(index) -> bool:
+    """Whether `index` is NumPy basic indexing (integers, slices, None, ...), which never reads an element twice."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(p is None or p is Ellipsis or isinstance(p, (slice, int, np.integer)) and not isinstance(p, bool)
+               for p in parts)
+
+
 class ReferenceBackend(Backend):
     name = "reference"
     description = "plain NumPy kernels for every primitive op (the float64 oracle)"
@@ -105,8 +112,12 @@ class ReferenceBackend(Backend):
     @kernel("getitem")
     def getitem(self, x, *, index):
         def backprop(g):
+            """dx = 0 except at the elements read, which get g (summed where an index array repeats one)."""
             grad = np.zeros_like(x)
-            np.add.at(grad, index, g)
+            if _basic_index(index):     # slices and integers read each element once: a plain assignment
+                grad[index] = g
+            else:
+                np.add.at(grad, index, g)
             return (grad,)
 
         return np.asarray(x[index]), backprop
