@@ -393,17 +393,22 @@ def test_cpu_conv2d_runs_3x3_stride_1_by_winograd_and_matches_torch(monkeypatch,
 
 @pytest.mark.parametrize("needs", [(True, False, False), (False, True, False), (False, False, True)])
 def test_cpu_winograd_backward_computes_only_the_gradients_asked_for(monkeypatch, needs):
-    import lamina_cpu.backend as cpu_backend
     calls = conv2d_kernels_called(monkeypatch)
     rng = np.random.default_rng(9)
     x, w, b = rng.standard_normal((2, 6, 7, 9)), rng.standard_normal((3, 3, 9, 14)), rng.standard_normal(14)
-    z, backprop = cpu_backend.CpuBackend().conv2d(x, w, b, padding="same", needs_input_grad=needs)
+    check_only_the_gradients_asked_for(x, w, b, needs, rng, padding=1)
+    assert calls == ["conv3x3"] + [name for name, need in zip(["conv3x3", "filter_grad3x3"], needs) if need]
+
+
+def check_only_the_gradients_asked_for(x, w, b, needs, rng, stride=1, padding=0):
+    """The CPU kernel's backward returns None for the gradients `needs` leaves out, torch's for the others."""
+    import lamina_cpu.backend as cpu_backend
+    z, backprop = cpu_backend.CpuBackend().conv2d(x, w, b, stride=stride, padding=padding, needs_input_grad=needs)
     g = rng.standard_normal(z.shape)
     grads = backprop(g)
     assert [grad is not None for grad in grads] == list(needs)
-    assert calls == ["conv3x3"] + [name for name, need in zip(["conv3x3", "filter_grad3x3"], needs) if need]
     xt, wt, bt = nchw(x), torch.tensor(w).permute(3, 2, 0, 1).requires_grad_(), torch.tensor(b).requires_grad_()
-    TF.conv2d(xt, wt, bt, padding=1).backward(torch.tensor(g).permute(0, 3, 1, 2))
+    TF.conv2d(xt, wt, bt, stride=stride, padding=padding).backward(torch.tensor(g).permute(0, 3, 1, 2))
     want = [nhwc(xt.grad), wt.grad.permute(2, 3, 1, 0).numpy(), bt.grad.numpy()]
     for grad, expected in zip(grads, want):
         if grad is not None:
@@ -437,3 +442,41 @@ def test_winograd_transforms_are_lavin_and_grays_matrices():
     np.testing.assert_allclose(U[:, 0, 0].reshape(6, 6), G @ g @ G.T, rtol=1e-14, atol=1e-14)
     assert not U[:, :, 1:].any()
 
+
+
+# ---- 1×1 convolutions without padding: one matrix product over the pixels the stride reads ---------------------
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("stride, padding", [(1, "valid"), (2, "same"), (3, 0)])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+def test_cpu_pointwise_conv2d_is_a_matrix_product_and_matches_torch(monkeypatch, stride, padding, bias, dtype):
+    calls = conv2d_kernels_called(monkeypatch)
+    rng = np.random.default_rng(stride)
+    x, w = rng.standard_normal((2, 7, 8, 40)), rng.standard_normal((1, 1, 40, 30))     # 1200 > DIRECT_MAX_WEIGHTS
+    b = rng.standard_normal(30) if bias else None
+    if bias:
+        check_conv2d_against_torch(load_backend("cpu"), x, w, b, stride, padding, dtype, rng)
+    else:
+        upstream = rng.standard_normal((2, -(-7 // stride), -(-8 // stride), 30))
+        out, (dx, dw) = run(load_backend("cpu"), "conv2d", (x, w), dtype, upstream, stride=stride, padding=padding)
+        xt, wt = nchw(x), torch.tensor(w).permute(3, 2, 0, 1).requires_grad_()
+        want = TF.conv2d(xt, wt, stride=stride)
+        want.backward(torch.tensor(upstream).permute(0, 3, 1, 2))
+        close(out, nhwc(want), dtype)
+        close(dx, nhwc(xt.grad), dtype)
+        close(dw, wt.grad.permute(2, 3, 1, 0).numpy(), dtype)
+    assert calls == []           # no im2col, no direct loops: BLAS on the pixels themselves
+
+
+def test_cpu_pointwise_conv2d_with_padding_goes_through_im2col(monkeypatch):
+    calls = conv2d_kernels_called(monkeypatch)
+    rng = np.random.default_rng(4)
+    x, w, b = rng.standard_normal((1, 5, 4, 40)), rng.standard_normal((1, 1, 40, 30)), rng.standard_normal(30)
+    check_conv2d_against_torch(load_backend("cpu"), x, w, b, 1, 1, "float64", rng)   # the border pixels are b
+    assert calls == ["conv_gemm_forward", "conv_gemm_backward"]
+
+
+@pytest.mark.parametrize("needs", [(True, False, False), (False, True, False), (False, False, True)])
+def test_cpu_pointwise_backward_computes_only_the_gradients_asked_for(needs):
+    rng = np.random.default_rng(12)
+    x, w, b = rng.standard_normal((2, 5, 6, 40)), rng.standard_normal((1, 1, 40, 30)), rng.standard_normal(30)
+    check_only_the_gradients_asked_for(x, w, b, needs, rng, stride=2)

@@ -210,7 +210,8 @@ class CpuBackend(ReferenceBackend):
     def conv2d(self, x, W, b=None, *, stride=1, padding="valid", needs_input_grad=None):
         """Z = im2col(x)·W₂ + b with W₂ = W as (f·f·n_C_prev, n_C); dW₂ = im2col(x)ᵀ·G, db = Σ_rows G,
         dx = col2im(G·W₂ᵀ), each only if `needs_input_grad` asks for it. Filters of at most
-        DIRECT_MAX_WEIGHTS numbers run the direct kernel (one output row at a time, no BLAS); larger 3×3
+        DIRECT_MAX_WEIGHTS numbers run the direct kernel (one output row at a time, no BLAS); larger 1×1
+        ones without padding are one matrix product (_pointwise_conv2d); larger 3×3
         stride-1 ones (up to WINOGRAD_MAX_CHANNEL_PAIRS) Winograd's F(4×4, 3×3) (dx is the convolution of G with the filters rotated by 180°,
         dW the same algorithm's adjoint); the rest im2col GEMM_CHUNK_BYTES of columns at a time into
         this thread's scratch buffer and multiply them by BLAS (one pass over the output: the bias is its
@@ -225,7 +226,10 @@ class CpuBackend(ReferenceBackend):
         W = _c_order(W)
         W2 = W.reshape(width, c_out)
         direct = W.size <= DIRECT_MAX_WEIGHTS
+        pointwise = not direct and f == 1 and top == left == 0
         winograd = not direct and f == 3 and stride == 1 and c_prev * c_out <= WINOGRAD_MAX_CHANNEL_PAIRS
+        if pointwise:
+            return _pointwise_conv2d(x, W2, b, stride, needs_input_grad)
         bias = _c_order(b) if b is not None else np.zeros(0 if not direct else c_out, dtype)
         z = np.empty((x.shape[0], oh, ow, c_out), dtype)
         if direct:
@@ -493,6 +497,35 @@ def _unary(x, forward, backward, *, save_output, rows=False, params=()):
         return (dx,)
 
     return out, backprop
+
+
+def _pointwise_conv2d(x, W2, b, stride, needs_input_grad):
+    """Kernel result of a 1×1 convolution without padding: Z = x_s·W₂ + b with x_s the pixels the stride reads as
+    rows (im2col would only copy them), dx_s = G·W₂ᵀ (0 at the pixels skipped), dW₂ = x_sᵀ·G, db = Σ_rows G."""
+    m, c_prev, c_out = x.shape[0], W2.shape[0], W2.shape[1]
+    x_s = x if stride == 1 else x[:, ::stride, ::stride]
+    rows = np.ascontiguousarray(x_s).reshape(-1, c_prev)
+    z = np.matmul(rows, W2).reshape(x_s.shape[:3] + (c_out,))
+    if b is not None:
+        z += b
+    needs = needs_input_grad or (True,) * (2 if b is None else 3)
+
+    def backprop(g):
+        g2 = _c_order(g.astype(x.dtype, copy=False)).reshape(-1, c_out)
+        dx = None
+        if needs[0]:
+            dx_s = np.matmul(g2, W2.T).reshape(x_s.shape)
+            if stride == 1:
+                dx = dx_s
+            else:
+                dx = np.zeros_like(x)
+                dx[:, ::stride, ::stride] = dx_s
+        dW = np.matmul(rows.T, g2).reshape(1, 1, c_prev, c_out) if needs[1] else None
+        if b is None:
+            return dx, dW
+        return dx, dW, g2.sum(axis=0) if needs[2] else None
+
+    return z, backprop
 
 
 def _recurrence(cell, x, states, W_x, W_a, b_x, b_a, P, mask, returns, reset_after, needs_input_grad):
