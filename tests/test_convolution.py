@@ -325,14 +325,17 @@ def test_cpu_conv2d_chooses_by_filter_size_and_both_ways_match_torch(monkeypatch
     assert calls == [f"conv_{way}_forward", f"conv_{way}_backward"]
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 7 * 54 * 8, 10 ** 9])     # a pixel, 7 pixels (not an image row), all
-def test_cpu_conv2d_gemm_chunks_give_the_same_result(monkeypatch, chunk_bytes):
-    import lamina_cpu.backend as cpu_backend
-    monkeypatch.setattr(cpu_backend, "GEMM_CHUNK_BYTES", chunk_bytes)
+@pytest.mark.parametrize("x_shape, w_shape, stride", [
+    ((3, 11, 13, 6), (3, 3, 6, 20), 2),      # 42 pixels an image: a block of 96 ends inside the third image
+    ((2, 16, 15, 5), (2, 2, 5, 70), 1),      # 210 pixels an image: three blocks each, the last partial
+], ids=["blocks_across_images", "blocks_within_images"])
+def test_cpu_conv2d_im2col_blocks_give_the_same_result(monkeypatch, x_shape, w_shape, stride):
+    """The im2col path builds and multiplies ROW_BLOCK (96) output pixels at a time; the blocks' edges fall
+    anywhere in an image (forward), the backward's blocks never cross an image."""
     calls = conv2d_kernels_called(monkeypatch)
     rng = np.random.default_rng(5)
-    x, w, b = rng.standard_normal((3, 9, 8, 6)), rng.standard_normal((3, 3, 6, 20)), rng.standard_normal(20)
-    check_conv2d_against_torch(load_backend("cpu"), x, w, b, 2, "same", "float64", rng)
+    x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[3])
+    check_conv2d_against_torch(load_backend("cpu"), x, w, b, stride, "same", "float64", rng)
     assert calls == ["conv_gemm_forward", "conv_gemm_backward"]
 
 

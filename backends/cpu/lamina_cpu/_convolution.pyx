@@ -5,39 +5,18 @@
 Each function loops over the images of the batch; an image's outputs (or, in the backward passes,
 its input gradient) are written by one thread only, so the images run on OpenMP threads with no
 atomics once the pass touches PARALLEL_MIN elements (below that one thread: see _vecmath.pxd).
-A convolution is either im2col + BLAS over chunks of output pixels (the BLAS is SciPy's, reached
-through scipy.linalg.cython_blas: SciPy is already there as scikit-learn's dependency), or a direct
-loop for small filter banks. Padding is (top, left) here; the bottom/right padding
+A convolution is either im2col + _gemm.h's matrix product over blocks of output pixels (on the OpenMP
+threads, not BLAS's: see _matmul for why), or a direct loop for small filter banks (3×3 stride-1 ones are
+_winograd's, 1×1 ones one product in the backend). Padding is (top, left) here; the bottom/right padding
 only shows in the output size the caller chose.
 """
-from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int32_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
+from ._gemm cimport small_gemm, small_gemm_tn
 from ._vecmath cimport PARALLEL_MIN, real
-
-ctypedef void (*sgemm_t)(char*, char*, int*, int*, int*, float*, float*, int*, float*, int*, float*, float*,
-                         int*) noexcept nogil
-ctypedef void (*dgemm_t)(char*, char*, int*, int*, int*, double*, double*, int*, double*, int*, double*, double*,
-                         int*) noexcept nogil
-
-
-cdef sgemm_t _sgemm = NULL
-cdef dgemm_t _dgemm = NULL
-
-
-cdef int load_blas() except -1:
-    """SciPy's ?gemm, found on first use (importing scipy.linalg costs more than most programs' first conv2d)."""
-    global _sgemm, _dgemm
-    if _sgemm != NULL:
-        return 0
-    from scipy.linalg import cython_blas
-    capsules = cython_blas.__pyx_capi__
-    _dgemm = <dgemm_t>PyCapsule_GetPointer(capsules["dgemm"], PyCapsule_GetName(capsules["dgemm"]))
-    _sgemm = <sgemm_t>PyCapsule_GetPointer(capsules["sgemm"], PyCapsule_GetName(capsules["sgemm"]))
-    return 0
 
 cdef extern from *:
     """
@@ -81,19 +60,14 @@ cdef inline bint threaded(Py_ssize_t m, Py_ssize_t work) noexcept nogil:
     return m > 1 and work >= PARALLEL_MIN
 
 
+cdef enum:
+    ROW_BLOCK = 96      # output pixels per block of the im2col path (a multiple of small_gemm's 6 rows)
+
+
 # ---- convolution --------------------------------------------------------------------------------------------
-# Two ways, chosen by the caller (backend.conv2d): im2col + BLAS over chunks of output pixels, or, for a small
-# filter bank (the first layer of an image network: n_C_prev = 1 or 3, few filters), a direct loop with the
-# filters in L1, where BLAS, with products only n_C wide, would spend its time packing and im2col copying.
-
-cdef inline void gemm(char* ta, char* tb, int M, int N, int K, real alpha, const real* A, int lda, const real* B,
-                      int ldb, real beta, real* C, int ldc) noexcept nogil:
-    """Fortran BLAS ?gemm (column-major): C = alpha·op(A)·op(B) + beta·C."""
-    if real is float:
-        _sgemm(ta, tb, &M, &N, &K, &alpha, <float*>A, &lda, <float*>B, &ldb, &beta, C, &ldc)
-    else:
-        _dgemm(ta, tb, &M, &N, &K, &alpha, <double*>A, &lda, <double*>B, &ldb, &beta, C, &ldc)
-
+# Two ways here, chosen by the caller (backend.conv2d): im2col + a matrix product over blocks of output pixels,
+# or, for a small filter bank (the first layer of an image network: n_C_prev = 1 or 3, few filters), a direct
+# loop with the filters in L1, where a product only n_C wide would spend its time on im2col copying.
 
 cdef void im2col_rows(const real[:, :, :, ::1] x, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t oh, Py_ssize_t ow,
                       Py_ssize_t f, Py_ssize_t stride, Py_ssize_t top, Py_ssize_t left, real* cols) noexcept nogil:
@@ -156,68 +130,101 @@ cdef void clear_grads(real[:, :, :, ::1] dx, real[:, ::1] dW2, real[::1] db):
         memset(&db[0], 0, db.shape[0] * sizeof(real))
 
 
-def conv_gemm_forward(const real[:, :, :, ::1] x, const real[:, ::1] W2, const real[::1] b, Py_ssize_t f,
-                      Py_ssize_t stride, Py_ssize_t top, Py_ssize_t left, real[:, ::1] cols, real[:, :, :, ::1] z):
-    """Z = im2col(x)·W₂ + b, W₂ = the filters as (f·f·n_C_prev, n_C), b empty for no bias; im2col over chunks of
-    cols.shape[0] output pixels into `cols`, each chunk's product one BLAS call onto the bias."""
-    cdef Py_ssize_t oh = z.shape[1], ow = z.shape[2], n_C = z.shape[3], width = W2.shape[0]
-    cdef Py_ssize_t rows = z.shape[0] * oh * ow, chunk = cols.shape[0], r0, r1, r, c
-    cdef real beta = 1 if b.shape[0] else 0
+def conv_gemm_forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] panels, const real[::1] b, Py_ssize_t f,
+                      Py_ssize_t stride, Py_ssize_t top, Py_ssize_t left, real[:, :, :, ::1] z):
+    """Z = im2col(x)·W₂ + b, W₂ = the filters as (f·f·n_C_prev, n_C) given as _matmul.pack_panels(W₂), b empty for
+    no bias: blocks of ROW_BLOCK output pixels on the OpenMP threads, each thread building its block's columns in
+    its own buffer (L2-sized) and multiplying them with small_gemm onto the bias."""
+    cdef Py_ssize_t oh = z.shape[1], ow = z.shape[2], n_C = z.shape[3], width = panels.shape[2]
+    cdef Py_ssize_t rows = z.shape[0] * oh * ow, unit = panels.shape[3], parts = panels.shape[1]
+    cdef Py_ssize_t blocks = (rows + ROW_BLOCK - 1) // ROW_BLOCK, block, r0, nr, r, part
     cdef real* out
-    load_blas()
+    cdef real* cols = NULL
+    cdef int failed = 0
+    cdef int* out_of_memory = &failed
     if rows == 0 or n_C == 0:
         return
-    if width == 0:
-        for r in range(rows):
-            for c in range(n_C):
-                (&z[0, 0, 0, 0])[r * n_C + c] = b[c] if b.shape[0] else 0
-        return
-    with nogil:
-        r0 = 0
-        while r0 < rows:
-            r1 = min(r0 + chunk, rows)
+    with nogil, parallel(use_threads_if=blocks > 1 and rows * width * n_C >= PARALLEL_MIN):
+        cols = <real*>malloc(ROW_BLOCK * max(width, 1) * sizeof(real))
+        if cols == NULL:
+            out_of_memory[0] = 1
+        for block in prange(blocks, schedule="static"):
+            if cols == NULL:
+                continue
+            r0 = block * ROW_BLOCK
+            nr = min(ROW_BLOCK, rows - r0)
             out = &z[0, 0, 0, 0] + r0 * n_C
-            if b.shape[0]:
-                for r in range(r1 - r0):
+            for r in range(nr):
+                if b.shape[0]:
                     memcpy(out + r * n_C, &b[0], n_C * sizeof(real))
-            im2col_rows(x, r0, r1, oh, ow, f, stride, top, left, &cols[0, 0])
-            # row-major Z = cols·W₂ is column-major Zᵀ = W₂ᵀ·colsᵀ
-            gemm(b"N", b"N", <int>n_C, <int>(r1 - r0), <int>width, 1, &W2[0, 0], <int>n_C, &cols[0, 0],
-                 <int>width, beta, out, <int>n_C)
-            r0 = r1
+                else:
+                    memset(out + r * n_C, 0, n_C * sizeof(real))
+            if width == 0:
+                continue
+            im2col_rows(x, r0, r0 + nr, oh, ow, f, stride, top, left, cols)
+            for part in range(parts):
+                small_gemm(nr, min(unit, n_C - part * unit), width, cols, width, &panels[0, part, 0, 0], unit,
+                           out + part * unit, n_C, True)
+        free(cols)
+    if failed:
+        raise MemoryError("conv2d: no memory for the im2col columns")
 
 
-def conv_gemm_backward(const real[:, :, :, ::1] x, const real[:, ::1] W2, const real[:, ::1] g, Py_ssize_t oh,
-                       Py_ssize_t ow, Py_ssize_t f, Py_ssize_t stride, Py_ssize_t top, Py_ssize_t left,
-                       real[:, ::1] cols, real[:, :, :, ::1] dx, real[:, ::1] dW2, real[::1] db):
-    """dW₂ = im2col(x)ᵀ·G, db = Σ_rows G, dx = col2im(G·W₂ᵀ) over chunks of cols.shape[0] output pixels; G is
-    (pixels, n_C). Each of dx, dW2, db may be None (not computed); the others are overwritten."""
-    cdef Py_ssize_t n_C = g.shape[1], width = W2.shape[0], rows = g.shape[0], chunk = cols.shape[0]
-    cdef Py_ssize_t r0, r1, r, c
+def conv_gemm_backward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] panels_T, const real[:, ::1] g,
+                       Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t f, Py_ssize_t stride, Py_ssize_t top, Py_ssize_t left,
+                       real[:, :, :, ::1] dx, real[:, ::1] dW2, real[::1] db):
+    """dW₂ = im2col(x)ᵀ·G, db = Σ_rows G, dx = col2im(G·W₂ᵀ) with W₂ᵀ given as _matmul.pack_panels(W₂ᵀ) and G
+    (pixels, n_C). The images run on the OpenMP threads (one image's windows overlap, two images' never: col2im
+    adds without atomics), each a ROW_BLOCK of pixels at a time; dW₂ and db are summed per thread and added at
+    the end. Each of dx, dW2, db may be None (not computed); the others are overwritten."""
+    cdef Py_ssize_t n_C = g.shape[1], width = f * f * x.shape[3]
+    cdef Py_ssize_t m = x.shape[0], P = oh * ow, i, block, r0, nr, part, k, c
+    cdef Py_ssize_t unit = panels_T.shape[3], parts = panels_T.shape[1]
     cdef bint want_dx = dx is not None, want_dW = dW2 is not None, want_db = db is not None
+    cdef real* cols = NULL
+    cdef real* partial = NULL
+    cdef real* sums = NULL
     cdef const real* grad
-    load_blas()
+    cdef int failed = 0
+    cdef int* out_of_memory = &failed
     clear_grads(dx, dW2, db)
-    if rows == 0 or n_C == 0:
+    if m == 0 or P == 0 or n_C == 0:
         return
-    with nogil:
-        r0 = 0
-        while r0 < rows:
-            r1 = min(r0 + chunk, rows)
-            grad = &g[r0, 0]
-            if want_db:
-                for r in range(r1 - r0):
-                    for c in range(n_C):
-                        db[c] += grad[r * n_C + c]
-            if width > 0 and want_dW:      # column-major dW₂ᵀ += Gᵀ·cols
-                im2col_rows(x, r0, r1, oh, ow, f, stride, top, left, &cols[0, 0])
-                gemm(b"N", b"T", <int>n_C, <int>width, <int>(r1 - r0), 1, grad, <int>n_C, &cols[0, 0], <int>width,
-                     1, &dW2[0, 0], <int>n_C)
-            if width > 0 and want_dx:      # column-major dcolsᵀ = W₂·Gᵀ, then scattered back
-                gemm(b"T", b"N", <int>width, <int>(r1 - r0), <int>n_C, 1, &W2[0, 0], <int>n_C, grad, <int>n_C, 0,
-                     &cols[0, 0], <int>width)
-                col2im_rows(&cols[0, 0], r0, r1, oh, ow, f, stride, top, left, dx)
-            r0 = r1
+    with nogil, parallel(use_threads_if=m > 1 and m * P * width * n_C >= PARALLEL_MIN):
+        # cols (ROW_BLOCK·width: the block's columns, then their gradient) | partial (width·n_C) | sums (n_C)
+        cols = <real*>calloc(ROW_BLOCK * width + width * n_C + n_C, sizeof(real))
+        partial = cols + ROW_BLOCK * width
+        sums = partial + width * n_C
+        if cols == NULL:
+            out_of_memory[0] = 1
+        for i in prange(m, schedule="static"):
+            if cols == NULL:
+                continue
+            for block in range((P + ROW_BLOCK - 1) // ROW_BLOCK):
+                r0 = i * P + block * ROW_BLOCK
+                nr = min(ROW_BLOCK, (i + 1) * P - r0)
+                grad = &g[r0, 0]
+                if want_db:
+                    for c in range(nr * n_C):
+                        sums[c % n_C] += grad[c]
+                if width == 0:
+                    continue
+                if want_dW:     # dW₂ += colsᵀ·G
+                    im2col_rows(x, r0, r0 + nr, oh, ow, f, stride, top, left, cols)
+                    small_gemm_tn(width, n_C, nr, cols, width, grad, n_C, partial, n_C, True)
+                if want_dx:     # dcols = G·W₂ᵀ, then scattered back
+                    for part in range(parts):
+                        small_gemm(nr, min(unit, width - part * unit), n_C, grad, n_C, &panels_T[0, part, 0, 0],
+                                   unit, cols + part * unit, width, False)
+                    col2im_rows(cols, r0, r0 + nr, oh, ow, f, stride, top, left, dx)
+        with gil:       # once per thread: its partial sums into the shared results
+            for k in range(width * n_C if want_dW and cols != NULL else 0):
+                (&dW2[0, 0])[k] += partial[k]
+            for k in range(n_C if want_db and cols != NULL else 0):
+                db[k] += sums[k]
+        free(cols)
+    if failed:
+        raise MemoryError("conv2d: no memory for the im2col columns")
 
 
 cdef enum:

@@ -88,12 +88,23 @@ LAMINA_GEMM_CLONES static void lamina_gemm_##T(Py_ssize_t m, Py_ssize_t n, Py_ss
                                      C + i * ldc + j, ldc, accumulate);                                      \
         j += vecs * L;                                                                                       \
     }                                                                                                        \
-    for (Py_ssize_t i = 0; i < m && j < n; i++)     /* the columns past the last whole vector */             \
-        for (Py_ssize_t c = j; c < n; c++) {                                                                 \
-            T s = 0;                                                                                         \
-            for (Py_ssize_t p = 0; p < k; p++) s += A[i * ar + p * ak] * B[p * ldb + c];                    \
-            C[i * ldc + c] = accumulate ? C[i * ldc + c] + s : s;                                            \
+    if (j < n) {                        /* the columns past the last whole vector: in one zero-padded vector */ \
+        const Py_ssize_t rem = n - j;                                                                        \
+        for (Py_ssize_t i = 0; i < m; i += 6) {                                                              \
+            const Py_ssize_t rows = m - i < 6 ? m - i : 6;                                                   \
+            lamina_gv_##T acc[6] = {{0}};                                                                    \
+            for (Py_ssize_t p = 0; p < k; p++) {                                                             \
+                lamina_gv_##T b = {0};                                                                       \
+                for (Py_ssize_t c = 0; c < rem; c++) b[c] = B[p * ldb + j + c];                              \
+                for (Py_ssize_t r = 0; r < rows; r++) acc[r] += A[(i + r) * ar + p * ak] * b;                \
+            }                                                                                                \
+            for (Py_ssize_t r = 0; r < rows; r++)                                                            \
+                for (Py_ssize_t c = 0; c < rem; c++) {                                                       \
+                    T* dst = C + (i + r) * ldc + j + c;                                                      \
+                    *dst = accumulate ? *dst + acc[r][c] : acc[r][c];                                        \
+                }                                                                                            \
         }                                                                                                    \
+    }                                                                                                        \
 }
 
 LAMINA_GEMM(float)

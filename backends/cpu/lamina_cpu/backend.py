@@ -13,7 +13,6 @@ Kernels whose backward is costly per input (`dense`, `softmax_cross_entropy`) ta
 """
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 
@@ -37,11 +36,6 @@ DIRECT_MAX_WEIGHTS = 1024
 #: and weight gradient outgrow the caches (measured, 2 threads, fwd+bwd: 384→384 at 14×14 Winograd 0.6× of
 #: im2col + BLAS, 512→512 at 7×7 2.8×)
 WINOGRAD_MAX_CHANNEL_PAIRS = 384 * 384
-#: conv2d: bytes of im2col columns built (and multiplied) at a time, a bound on the scratch memory rather than a
-#: cache size: each chunk wakes and joins BLAS's and OpenMP's threads, and on a loaded machine that costs a time
-#: slice each (32×56×56×64 → 64 3×3 at load 20 on 2 cores, forward / backward: 8 MiB chunks 2.5 s / 3.5 s,
-#: 32 MiB 0.83 / 1.8 s, one 231 MB chunk 0.48 / 0.99 s)
-GEMM_CHUNK_BYTES = 256 * 1024 * 1024
 
 
 class CpuBackend(ReferenceBackend):
@@ -213,9 +207,9 @@ class CpuBackend(ReferenceBackend):
         DIRECT_MAX_WEIGHTS numbers run the direct kernel (one output row at a time, no BLAS); larger 1×1
         ones without padding are one matrix product (_pointwise_conv2d); larger 3×3
         stride-1 ones (up to WINOGRAD_MAX_CHANNEL_PAIRS) Winograd's F(4×4, 3×3) (dx is the convolution of G with the filters rotated by 180°,
-        dW the same algorithm's adjoint); the rest im2col GEMM_CHUNK_BYTES of columns at a time into
-        this thread's scratch buffer and multiply them by BLAS (one pass over the output: the bias is its
-        starting value; the backward rebuilds the columns rather than keeping them alive per layer)."""
+        dW the same algorithm's adjoint); the rest im2col blocks of pixels on the OpenMP threads and multiply
+        them by _gemm.h's kernel onto the bias (the backward rebuilds the columns rather than keeping them alive
+        per layer)."""
         arrays = (x, W) if b is None else (x, W, b)
         if not _compiled(*arrays) or x.ndim != 4 or W.ndim != 4 or W.shape[0] != W.shape[1] \
                 or x.shape[3] != W.shape[2]:       # (the op's check refuses these; the loops count on them)
@@ -225,7 +219,7 @@ class CpuBackend(ReferenceBackend):
         x, dtype, width = _c_order(x), x.dtype, f * f * c_prev
         W = _c_order(W)
         W2 = W.reshape(width, c_out)
-        direct = W.size <= DIRECT_MAX_WEIGHTS
+        direct = W.size <= DIRECT_MAX_WEIGHTS or c_out * dtype.itemsize < 64    # (or fewer filters than a vector)
         pointwise = not direct and f == 1 and top == left == 0
         winograd = not direct and f == 3 and stride == 1 and c_prev * c_out <= WINOGRAD_MAX_CHANNEL_PAIRS
         if pointwise:
@@ -238,10 +232,7 @@ class CpuBackend(ReferenceBackend):
         elif winograd:
             _winograd.conv3x3(x, _winograd.transform_filters(W), bias, top, left, z)
         else:
-            rows = max(1, min(GEMM_CHUNK_BYTES // (width * dtype.itemsize), z.shape[0] * oh * ow))
-            rows = rows // (oh * ow) * (oh * ow) or rows      # whole images where one fits: col2im threads on them
-            _convolution.conv_gemm_forward(x, W2, bias, f, stride, top, left, _scratch("cols", (rows, width), dtype),
-                                           z)
+            _convolution.conv_gemm_forward(x, _matmul.pack_panels(W2), bias, f, stride, top, left, z)
         needs = needs_input_grad or (True,) * len(arrays)
 
         def backprop(g):
@@ -260,8 +251,8 @@ class CpuBackend(ReferenceBackend):
                 if db is not None:
                     db = g.reshape(-1, c_out).sum(axis=0)
             else:
-                _convolution.conv_gemm_backward(x, W2, g.reshape(-1, c_out), oh, ow, f, stride, top, left,
-                                                _scratch("cols", (rows, width), dtype), dx, dW2, db)
+                _convolution.conv_gemm_backward(x, _matmul.pack_panels(W2.T), g.reshape(-1, c_out), oh, ow, f, stride,
+                                                top, left, dx, dW2, db)
             dW = None if dW2 is None else dW2.reshape(W.shape)
             return (dx, dW) if b is None else (dx, dW, db)
 
@@ -438,20 +429,6 @@ def _updatable(*arrays) -> bool:
 def _c_order(a):
     """`a` if it is C-contiguous, else a C-contiguous copy (0-d arrays stay 0-d)."""
     return a if a.flags.c_contiguous else np.array(a, order="C")
-
-
-_scratch_buffers = threading.local()
-
-
-def _scratch(name: str, shape: tuple, dtype) -> np.ndarray:
-    """A C-contiguous (shape, dtype) view of this thread's scratch buffer `name`, grown when too small; its
-    contents are garbage and the next call with the same name overwrites them."""
-    size = int(np.prod(shape, dtype=np.int64))
-    key = (name, np.dtype(dtype))
-    buffers = _scratch_buffers.__dict__
-    if key not in buffers or buffers[key].size < size:
-        buffers[key] = np.empty(size, dtype=dtype)
-    return buffers[key][:size].reshape(shape)
 
 
 def _pooling(op, x, f, stride, padding):
