@@ -478,26 +478,29 @@ def _unary(x, forward, backward, *, save_output, rows=False, params=()):
 
 def _pointwise_conv2d(x, W2, b, stride, needs_input_grad):
     """Kernel result of a 1×1 convolution without padding: Z = x_s·W₂ + b with x_s the pixels the stride reads as
-    rows (im2col would only copy them), dx_s = G·W₂ᵀ (0 at the pixels skipped), dW₂ = x_sᵀ·G, db = Σ_rows G."""
+    rows (im2col would only copy them), dx_s = G·W₂ᵀ (0 at the pixels skipped), dW₂ = x_sᵀ·G, db = Σ_rows G;
+    the products _matmul's, on the OpenMP threads the other convolutions use."""
     m, c_prev, c_out = x.shape[0], W2.shape[0], W2.shape[1]
     x_s = x if stride == 1 else x[:, ::stride, ::stride]
     rows = np.ascontiguousarray(x_s).reshape(-1, c_prev)
-    z = np.matmul(rows, W2).reshape(x_s.shape[:3] + (c_out,))
+    z = np.empty(x_s.shape[:3] + (c_out,), x.dtype)
+    _matmul.matmul_panels(rows, _matmul.pack_panels(W2), z.reshape(-1, c_out))
     if b is not None:
         z += b
     needs = needs_input_grad or (True,) * (2 if b is None else 3)
 
     def backprop(g):
         g2 = _c_order(g.astype(x.dtype, copy=False)).reshape(-1, c_out)
-        dx = None
+        dx = dW = None
         if needs[0]:
-            dx_s = np.matmul(g2, W2.T).reshape(x_s.shape)
-            if stride == 1:
-                dx = dx_s
-            else:
-                dx = np.zeros_like(x)
+            dx_s = np.empty(x_s.shape, x.dtype)
+            _matmul.matmul_panels(g2, _matmul.pack_panels(W2.T), dx_s.reshape(-1, c_prev))
+            dx = dx_s if stride == 1 else np.zeros_like(x)
+            if stride != 1:
                 dx[:, ::stride, ::stride] = dx_s
-        dW = np.matmul(rows.T, g2).reshape(1, 1, c_prev, c_out) if needs[1] else None
+        if needs[1]:
+            dW = np.empty((1, 1, c_prev, c_out), x.dtype)
+            _matmul.matmul_tn(rows, g2, dW.reshape(c_prev, c_out))
         if b is None:
             return dx, dW
         return dx, dW, g2.sum(axis=0) if needs[2] else None
