@@ -272,6 +272,39 @@ def test_seeded_samples_are_reproducible(model, vocab):
     assert all(set(s) <= set(vocab.tokens[3:]) for s in first)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_step_by_step_logits_equal_the_whole_sequences(cell):
+    """LanguageModel.step carries every layer's states on: feeding a sequence one token at a time gives the logits
+    of running it whole."""
+    lm.manual_seed(1)
+    with lm.set_default_dtype("float64"):
+        model = LanguageModel(9, d=4, n_a=5, cell=cell, num_layers=2, keep_prob=0.5).eval()
+    ids = np.random.default_rng(1).integers(0, 9, size=(3, 6))
+    whole = model(Tensor(ids)).numpy()
+    states = None
+    for t in range(ids.shape[1]):
+        logits, states = model.step(Tensor(ids[:, t]), states)
+        np.testing.assert_allclose(logits.numpy(), whole[:, t], rtol=1e-12, atol=1e-12)
+    assert len(states) == 2 and len(states[0]) == (2 if cell == "lstm" else 1)
+
+
+class _Whole(lm.nn.Layer):
+    """A language model hidden behind a plain layer: sample() reruns the prefix for it."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, ids):
+        return self.inner(ids)
+
+
+def test_stepping_samples_what_rerunning_the_prefix_samples(model, vocab):
+    stepped = sample(model, vocab, n=8, max_length=12, seed=5, temperature=0.8)
+    assert sample(_Whole(model), vocab, n=8, max_length=12, seed=5, temperature=0.8) == stepped
+    assert model.training         # sampling puts the model back in the mode it found it in
+
+
 def test_sample_argument_errors(model, vocab):
     with pytest.raises(LaminaError, match="sample: 'temperature' must be a number >= 0, got -1"):
         sample(model, vocab, temperature=-1)

@@ -446,3 +446,21 @@ def test_cpu_kernels_on_threads_and_in_parts_match_composite_defaults(op, attrs,
     close(got[0], want[0], dtype, "output")
     for k, (g, w) in enumerate(zip(got[1], want[1])):
         close(g, w, dtype, f"gradient of input {k}")
+
+
+@pytest.mark.parametrize("cls", [lm.nn.SimpleRNN, lm.nn.GRU, lm.nn.LSTM], ids=["rnn", "gru", "lstm"])
+def test_run_returns_the_sequence_and_the_states_to_go_on_from(cls):
+    """layer.run ignores return_sequences/return_state; running T steps, then the rest from the states it
+    returned, equals running the whole sequence."""
+    lm.manual_seed(3)
+    with lm.set_default_dtype("float64"):
+        layer = cls(3, 4)                       # returns only a<T> from forward
+    x = Tensor(np.random.default_rng(3).standard_normal((2, 7, 3)), dtype="float64")
+    whole, states = layer.run(x)
+    assert whole.shape == (2, 7, 4) and len(states) == (2 if cls is lm.nn.LSTM else 1)
+    first, middle = layer.run(x[:, :3])
+    rest, final = layer.run(x[:, 3:], middle)
+    np.testing.assert_allclose(np.concatenate([first.numpy(), rest.numpy()], axis=1), whole.numpy(), rtol=1e-12)
+    for got, want in zip(final, states):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(layer(x).numpy(), states[0].numpy(), rtol=1e-12)

@@ -18,12 +18,14 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from . import functional as F
+from .autograd import no_grad
 from .data import Dataset, Split, split_indices
 from .errors import ConfigError, LaminaError, ShapeError
 from .losses import Loss
 from .nn import GRU, LSTM, Dense, Embedding, SimpleRNN, TimeDistributed, stacked
 from .nn.layer import Layer
-from .tensor import Tensor
+from .nn.recurrent import _Recurrent
+from .tensor import Tensor, tensor
 from .text import EOS_ID, PAD_ID, UNK_ID, Vocabulary
 
 VOCABULARY_FILE = "vocabulary.json"
@@ -61,6 +63,20 @@ class LanguageModel(Layer):
         if ids.ndim != 2:
             raise ShapeError(f"LanguageModel layer {self.name!r}: expected token ids of shape (m, T), got {ids.shape}")
         return self.head(self.rnn(self.embedding(ids)))
+
+    def step(self, ids, states=None):
+        """One step of generation: the logits (m, V) of the token after `ids` (m,), and every recurrent layer's
+        states after it, to pass back for the next step (None before the first). The dropout layers between
+        the recurrent ones act as in the model's mode (none in eval mode)."""
+        x = self.embedding(ids.reshape(ids.shape[0], 1))
+        new_states = []
+        for layer in self.rnn.layers():
+            if isinstance(layer, _Recurrent):
+                x, layer_states = layer.run(x, None if states is None else states[len(new_states)])
+                new_states.append(layer_states)
+            else:
+                x = layer(x)
+        return self.head(x)[:, 0], new_states
 
     def output_shape(self, input_shape):
         return tuple(input_shape) + (self.V,)
@@ -202,6 +218,27 @@ def _logits(model, inputs: np.ndarray) -> np.ndarray:
     return predict(model, np.asarray(inputs, dtype=np.int64))
 
 
+def _next_token_logits(model, token: np.ndarray):
+    """The logits (m, V) of each next token, given `token` (m,) and then, at each step, the values the caller
+    has written into it: a LanguageModel steps its recurrent states on (linear in the length); any other model
+    reruns the whole prefix."""
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            if isinstance(model, LanguageModel):
+                states = None
+                while True:
+                    logits, states = model.step(tensor(token), states)
+                    yield logits.numpy()
+            prefix = token[:, None].copy()
+            while True:
+                yield _logits(model, prefix)[:, -1]
+                prefix = np.concatenate([prefix, token[:, None]], axis=1)
+    finally:
+        model.train(was_training)
+
+
 def _check_vocabulary(model, vocabulary: Vocabulary, where: str) -> None:
     """The model must map ids (m, T) to logits (m, T, V) over this vocabulary's V tokens."""
     shape = _logits(model, [[EOS_ID]]).shape
@@ -273,18 +310,17 @@ def sample(model, vocabulary: Vocabulary, n: int = 1, temperature: float = 1.0, 
                                                              "top_k": "None or an integer >= 1"}[arg] +
                               f", got {value!r}")
     rng = np.random.default_rng(seed)
-    inputs = np.full((n, 1), EOS_ID, dtype=np.int64)
+    token = np.full(n, EOS_ID, dtype=np.int64)
     done = np.zeros(n, dtype=bool)
     drawn = []
-    for _ in range(max_length):
-        p = next_token_distribution(_logits(model, inputs)[:, -1], temperature, top_k)
-        token = np.array([rng.choice(p.shape[-1], p=row) for row in p], dtype=np.int64)
+    for logits in _next_token_logits(model, token):
+        p = next_token_distribution(logits, temperature, top_k)
+        token[:] = [rng.choice(p.shape[-1], p=row) for row in p]
         token[done] = PAD_ID
-        drawn.append(token)
+        drawn.append(token.copy())
         done |= token == EOS_ID
-        if done.all():
+        if done.all() or len(drawn) == max_length:
             break
-        inputs = np.concatenate([inputs, token[:, None]], axis=1)
     ids = np.stack(drawn, axis=1)
     sequences = [[int(t) for t in row if t not in (PAD_ID, EOS_ID)] for row in ids]
     return [vocabulary.decode(s) for s in sequences] if decode else sequences

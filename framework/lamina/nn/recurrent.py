@@ -95,18 +95,27 @@ class _Recurrent(Layer):
         return [s.astype(x.dtype) for s in states]
 
     def forward(self, x, initial_state=None, mask=None):
-        if x.ndim != 3 or x.shape[-1] != self.input_size:
-            raise ShapeError(f"{type(self).__name__} layer {self.name!r}: expected input of shape (m, T_x, n_x) "
-                             f"with n_x = input_size = {self.input_size}, got {x.shape}")
         returns = ("both" if self.return_state else "sequence") if self.return_sequences else "state"
-        fn = getattr(F, self.op)
-        result = fn(x, *self._states(x, initial_state), *self._weights(), mask=mask, returns=returns,
-                    **self._attrs())
+        result = self._run(x, initial_state, mask, returns)
         if returns == "sequence":
             return result
         sequence, states = result
         output = sequence if self.return_sequences else states[0]
         return (output, *states) if self.return_state else output
+
+    def run(self, x, initial_state=None, mask=None):
+        """(a<1>…a<T_x> (m, T_x, n_a), [a<T_x>] or [a<T_x>, c<T_x>]) whatever return_sequences and return_state
+        say: to go on with a sequence later (one step at a time when sampling), pass the states back as
+        `initial_state`."""
+        sequence, states = self._run(x, initial_state, mask, "both")
+        return sequence, list(states)
+
+    def _run(self, x, initial_state, mask, returns):
+        if x.ndim != 3 or x.shape[-1] != self.input_size:
+            raise ShapeError(f"{type(self).__name__} layer {self.name!r}: expected input of shape (m, T_x, n_x) "
+                             f"with n_x = input_size = {self.input_size}, got {x.shape}")
+        return getattr(F, self.op)(x, *self._states(x, initial_state), *self._weights(), mask=mask, returns=returns,
+                                   **self._attrs())
 
     def output_shape(self, input_shape):
         m, T = input_shape[0], input_shape[1]
