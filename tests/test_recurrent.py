@@ -464,3 +464,22 @@ def test_run_returns_the_sequence_and_the_states_to_go_on_from(cls):
     for got, want in zip(final, states):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12)
     np.testing.assert_allclose(layer(x).numpy(), states[0].numpy(), rtol=1e-12)
+
+
+def test_gru_update_bias_starts_the_update_gate_closed():
+    """update_bias = b_xu + b_au at the start (b_au = 0), the other biases uniform as PyTorch's; Γ_u = σ(−3) keeps
+    95% of a<t-1> for a zero input and zero weights."""
+    lm.manual_seed(4)
+    layer = lm.nn.GRU(2, 3, update_bias=-3.0)
+    np.testing.assert_array_equal(layer.b_x.numpy()[3:6], -3.0)
+    np.testing.assert_array_equal(layer.b_a.numpy()[3:6], 0.0)
+    assert np.abs(layer.b_x.numpy()[:3]).max() <= 1 / np.sqrt(3) and layer.b_x.numpy()[:3].any()
+    assert layer.config["update_bias"] == -3.0 and lm.nn.GRU(2, 3).config["update_bias"] is None
+    for p in (layer.W_x, layer.W_a):
+        p.data = p.backend.asarray(np.zeros(p.shape), p.dtype)
+    a0 = Tensor(np.ones((1, 3)), dtype=layer.W_x.dtype)
+    a1 = layer(Tensor(np.zeros((1, 1, 2)), dtype=layer.W_x.dtype), a0).numpy()
+    u = 1 / (1 + np.exp(3.0))
+    c = np.tanh(layer.b_x.numpy()[6:] + 1 / (1 + np.exp(-layer.b_x.numpy()[:3] - layer.b_a.numpy()[:3])) *
+                layer.b_a.numpy()[6:])
+    np.testing.assert_allclose(a1[0], u * c + (1 - u) * 1.0, rtol=1e-5)

@@ -75,6 +75,12 @@ class _Recurrent(Layer):
         array = self._backend.random_uniform(shape, self._dtype, -bound, bound)
         return Parameter._wrap(array, self._backend, requires_grad=True)
 
+    def _bias(self, size: int, gate: slice, start: float) -> Parameter:
+        """A bias of `size` numbers drawn as _uniform's, except the gate's, which all start at `start`."""
+        b = self._backend.to_numpy(self._uniform(size).data).copy()
+        b[gate] = start
+        return Parameter._wrap(self._backend.asarray(b, self._dtype), self._backend, requires_grad=True)
+
     def _attrs(self) -> dict:
         return {}
 
@@ -151,23 +157,28 @@ class GRU(_Recurrent):
     """Γ_r = σ(x·W_xr + a·W_ar + b_r), Γ_u = σ(x·W_xu + a·W_au + b_u), a<t> = Γ_u*c̃ + (1 − Γ_u)*a<t-1>, with
     c̃ = tanh(x·W_xc + b_xc + Γ_r*(a<t-1>·W_ac + b_ac)) if reset_after (PyTorch/cuDNN, the default) or the
     seed's full GRU c̃ = tanh(x·W_xc + b_xc + (Γ_r*a<t-1>)·W_ac + b_ac). W_x (n_x, 3n_a), W_a (n_a, 3n_a),
-    b_x and b_a (3n_a,), gate columns [r | u | c̃]. (PyTorch's z is 1 − Γ_u.)"""
+    b_x and b_a (3n_a,), gate columns [r | u | c̃]. (PyTorch's z is 1 − Γ_u.) `update_bias`, if given, starts
+    the update gate's bias b_xu + b_au there (e.g. −1: Γ_u ≈ 0.27, the memory kept by default, as LSTM's
+    forget_bias does); otherwise every bias starts uniform, as PyTorch's."""
 
     op = "gru"
     weight_names = ("W_x", "W_a")
 
     def __init__(self, input_size, hidden_size, return_sequences=False, return_state=False, reset_after=True,
-                 name=None):
+                 update_bias: float | None = None, name=None):
         super().__init__(input_size, hidden_size, return_sequences, return_state, name)
         self.reset_after = bool(reset_after)
-        self.W_x = self._uniform(self.input_size, 3 * self.hidden_size)
-        self.W_a = self._uniform(self.hidden_size, 3 * self.hidden_size)
-        self.b_x = self._uniform(3 * self.hidden_size)
-        self.b_a = self._uniform(3 * self.hidden_size)
+        self.update_bias = None if update_bias is None else float(update_bias)
+        n = self.hidden_size
+        self.W_x = self._uniform(self.input_size, 3 * n)
+        self.W_a = self._uniform(n, 3 * n)
+        gate_u = slice(n, 2 * n)
+        self.b_x = self._uniform(3 * n) if self.update_bias is None else self._bias(3 * n, gate_u, self.update_bias)
+        self.b_a = self._uniform(3 * n) if self.update_bias is None else self._bias(3 * n, gate_u, 0.0)
 
     @property
     def config(self):
-        return {**super().config, "reset_after": self.reset_after}
+        return {**super().config, "reset_after": self.reset_after, "update_bias": self.update_bias}
 
     def _weights(self):
         return [self.W_x, self.W_a, self.b_x, self.b_a]
@@ -196,9 +207,7 @@ class LSTM(_Recurrent):
         n = self.hidden_size
         self.W_x = self._uniform(self.input_size, 4 * n)
         self.W_a = self._uniform(n, 4 * n)
-        b = self._backend.to_numpy(self._uniform(4 * n).data).copy()
-        b[n:2 * n] = self.forget_bias
-        self.b = Parameter._wrap(self._backend.asarray(b, self._dtype), self._backend, requires_grad=True)
+        self.b = self._bias(4 * n, slice(n, 2 * n), self.forget_bias)
         self.P = self._uniform(3, n) if self.peephole else None
 
     @property
