@@ -28,13 +28,14 @@ from . import _activations, _batchnorm, _convolution, _matmul, _optimizers, _rec
 
 COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: conv2d: filter banks of at most this many numbers (f·f·n_C_prev·n_C: 4 KiB of float32, L1-resident) run
-#: the direct kernel; larger ones im2col + BLAS (measured: BLAS wins from about 27·48 up, the direct kernel
-#: below, where a product only n_C wide leaves BLAS packing more than multiplying)
+#: the direct kernel (so do banks of fewer filters than a vector holds); larger ones Winograd, one product
+#: (1×1) or im2col + a product (measured with BLAS products: they won from about 27·48 numbers up, the direct
+#: kernel below, where a product only n_C wide spends its time on packing and copying)
 DIRECT_MAX_WEIGHTS = 1024
 #: conv2d: 3×3 stride-1 filter banks with at most this many (input, output) channel pairs run Winograd's
 #: F(4×4, 3×3); it does a quarter of the multiplications, but its transformed filters (36 of them per pair)
-#: and weight gradient outgrow the caches (measured, 2 threads, fwd+bwd: 384→384 at 14×14 Winograd 0.6× of
-#: im2col + BLAS, 512→512 at 7×7 2.8×)
+#: and weight gradient outgrow the caches (measured, 2 threads, fwd+bwd, 32 images: 384→384 at 14×14 Winograd
+#: 0.58× the time of im2col, 512→512 at 7×7 2.0×, at 14×14 0.92×)
 WINOGRAD_MAX_CHANNEL_PAIRS = 384 * 384
 
 
