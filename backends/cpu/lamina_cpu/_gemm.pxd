@@ -16,16 +16,18 @@ cdef extern from "_gemm.h" nogil:
 cdef inline void small_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const real* A, Py_ssize_t lda, const real* B,
                             Py_ssize_t ldb, real* C, Py_ssize_t ldc, bint accumulate) noexcept nogil:
     """Row-major C (m×n) = A (m×k)·B (k×n), or C += A·B with accumulate, on this thread."""
-    if real is float:
-        lamina_gemm_float(m, n, k, A, lda, 0, B, ldb, C, ldc, accumulate)
-    else:
-        lamina_gemm_double(m, n, k, A, lda, 0, B, ldb, C, ldc, accumulate)
+    product(m, n, k, A, lda, False, B, ldb, C, ldc, accumulate)
 
 
 cdef inline void small_gemm_tn(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const real* A, Py_ssize_t lda, const real* B,
                                Py_ssize_t ldb, real* C, Py_ssize_t ldc, bint accumulate) noexcept nogil:
     """Row-major C (m×n) = Aᵀ·B for A (k×m), B (k×n), or C += Aᵀ·B with accumulate, on this thread."""
+    product(m, n, k, A, lda, True, B, ldb, C, ldc, accumulate)
+
+
+cdef inline void product(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const real* A, Py_ssize_t lda, bint trans_a,
+                         const real* B, Py_ssize_t ldb, real* C, Py_ssize_t ldc, bint accumulate) noexcept nogil:
     if real is float:
-        lamina_gemm_float(m, n, k, A, lda, 1, B, ldb, C, ldc, accumulate)
+        lamina_gemm_float(m, n, k, A, lda, trans_a, B, ldb, C, ldc, accumulate)
     else:
-        lamina_gemm_double(m, n, k, A, lda, 1, B, ldb, C, ldc, accumulate)
+        lamina_gemm_double(m, n, k, A, lda, trans_a, B, ldb, C, ldc, accumulate)

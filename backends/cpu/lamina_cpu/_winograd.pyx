@@ -263,6 +263,17 @@ cdef inline Tile tile_at(Py_ssize_t tile, Py_ssize_t per_image, Py_ssize_t acros
     return where
 
 
+cdef void input_block(const real[:, :, :, ::1] x, Py_ssize_t first, Py_ssize_t nt, Py_ssize_t per_image,
+                      Py_ssize_t across, Py_ssize_t top, Py_ssize_t left, const real* zeros, real* tmp,
+                      real* V) noexcept nogil:
+    """V[p, t, :] = the transformed input of tile first + t, for the nt tiles of a block."""
+    cdef Py_ssize_t t
+    cdef Tile tile
+    for t in range(nt):
+        tile = tile_at(first + t, per_image, across)
+        input_tile(x, tile.i, tile.y0 - top, tile.z0 - left, zeros, tmp, V + t * x.shape[3])
+
+
 def transform_filters(W, bint flip=False):
     """U[p, c, k] = (G·W[:, :, c, k]·Gᵀ)[p] for HWIO filters W (3, 3, C, n_C), as (36, C, cop) with the
     output channels padded with zeros to a whole number of vectors. flip=True transforms the filters of
@@ -349,9 +360,7 @@ def conv3x3(const real[:, :, :, ::1] x, const real[:, :, ::1] U, const real[::1]
                 continue
             first = block * TILES
             nt = min(TILES, tiles - first)
-            for t in range(nt):
-                tile = tile_at(first + t, per_image, across)
-                input_tile(x, tile.i, tile.y0 - top, tile.z0 - left, zeros, tmp, V + t * C)
+            input_block(x, first, nt, per_image, across, top, left, zeros, tmp, V)
             for p in range(POSITIONS):      # M[p] = V[p]·U[p]
                 small_gemm(nt, cop, C, V + p * TILES * C, C, &U[p, 0, 0], cop, M + p * TILES * cop, cop, False)
             for t in range(nt):
@@ -402,9 +411,9 @@ def filter_grad3x3(const real[:, :, :, ::1] x, const real[:, :, :, ::1] g, Py_ss
                     continue
                 first = block * TILES
                 nt = min(TILES, tiles - first)
+                input_block(x, first, nt, per_image, across, top, left, zeros, tmp, V)
                 for t in range(nt):
                     tile = tile_at(first + t, per_image, across)
-                    input_tile(x, tile.i, tile.y0 - top, tile.z0 - left, zeros, tmp, V + t * C)
                     if real is float:
                         winograd_gradient_float(&g[tile.i, 0, 0, 0], oh, ow, n_C, cop, tile.y0, tile.z0, zeros, tmp,
                                                 D + t * cop, TILES * cop)
