@@ -77,7 +77,8 @@ def test_bad_model_sections_say_what_is_wrong(model, match):
 
 def test_an_unknown_builder_is_named_with_the_known_ones_when_the_model_is_built():
     recipe = Recipe.from_dict(recipe_dict(builder="lenet"))
-    with pytest.raises(ConfigError, match=r"unknown model builder 'lenet'\. Did you mean 'lenet5'.*\? Known builders: .*lenet5"):
+    with pytest.raises(ConfigError,
+                       match=r"unknown model builder 'lenet'\. Did you mean 'lenet5'.*\? Known builders: .*lenet5"):
         recipe.build_model((32, 32, 1))
 
 

@@ -14,8 +14,9 @@ class EarlyStopping:
     """Watch `metric` on the dev set ("cost" or a recipe metric such as "accuracy").
 
     An epoch improves on the best when it beats it by more than `min_delta` (downwards for "cost"
-    and the metrics where lower is better, such as perplexity; upwards for the rest); after `patience` epochs without improvement training
-    stops, and `restore` puts the best epoch's weights back into the model.
+    and the metrics where lower is better, such as perplexity; upwards for the rest); after `patience`
+    epochs without improvement training stops, and `restore` puts the best epoch's weights back into
+    the model.
     """
 
     def __init__(self, metric: str = "cost", patience: int = 5, min_delta: float = 0.0):

@@ -255,7 +255,8 @@ def gru_forward(real[:, :, ::1] XW, const real[:, ::1] W_a, const real[:] b_a, r
             for part in prange(parts if not reset_after else 0, schedule="static", use_threads_if=threads):
                 j0 = part * unit
                 count = min(unit, n - j0)
-                small_gemm(m, count, n, &extra[t, 0, 0], n, &panels[2, part, 0, 0], unit, &XW[t, 0, 2 * n + j0], G, True)
+                small_gemm(m, count, n, &extra[t, 0, 0], n, &panels[2, part, 0, 0], unit, &XW[t, 0, 2 * n + j0], G,
+                           True)
                 for i in range(m):
                     z, hp, h = &XW[t, i, j0], &H[t, i, j0], &H[t + 1, i, j0]
                     for j in range(count):

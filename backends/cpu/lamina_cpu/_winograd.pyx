@@ -286,7 +286,8 @@ def transform_filters(W, bint flip=False):
 
 
 def _transform_filters(const real[:, :, :, ::1] W, real[:, :, :, ::1] tmp, real[:, :, ::1] U):
-    """tmp[p, b] = Σ_a G[p, a]·W[a, b] (on whole C × n_C blocks), then U[p·6 + q, c, :n_C] = Σ_b tmp[p, b, c]·G[q, b]."""
+    """tmp[p, b] = Σ_a G[p, a]·W[a, b] (on whole C × n_C blocks), then
+    U[p·6 + q, c, :n_C] = Σ_b tmp[p, b, c]·G[q, b]."""
     cdef Py_ssize_t C = W.shape[2], n_C = W.shape[3], cop = U.shape[2], block = C * n_C, p, b, c
     cdef const real* rows[3]
     if block == 0:

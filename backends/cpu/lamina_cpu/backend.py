@@ -205,12 +205,12 @@ class CpuBackend(ReferenceBackend):
     def conv2d(self, x, W, b=None, *, stride=1, padding="valid", needs_input_grad=None):
         """Z = im2col(x)·W₂ + b with W₂ = W as (f·f·n_C_prev, n_C); dW₂ = im2col(x)ᵀ·G, db = Σ_rows G,
         dx = col2im(G·W₂ᵀ), each only if `needs_input_grad` asks for it. Filters of at most
-        DIRECT_MAX_WEIGHTS numbers run the direct kernel (one output row at a time, no BLAS); larger 1×1
-        ones without padding are one matrix product (_pointwise_conv2d); larger 3×3
-        stride-1 ones (up to WINOGRAD_MAX_CHANNEL_PAIRS) Winograd's F(4×4, 3×3) (dx is the convolution of G with the filters rotated by 180°,
-        dW the same algorithm's adjoint); the rest im2col blocks of pixels on the OpenMP threads and multiply
-        them by _gemm.h's kernel onto the bias (the backward rebuilds the columns rather than keeping them alive
-        per layer)."""
+        DIRECT_MAX_WEIGHTS numbers (or fewer filters than a vector holds) run the direct kernel (one output
+        row at a time); larger 1×1 ones without padding are one matrix product (_pointwise_conv2d); larger
+        3×3 stride-1 ones, up to WINOGRAD_MAX_CHANNEL_PAIRS, Winograd's F(4×4, 3×3) (dx is the convolution
+        of G with the filters rotated by 180°, dW the same algorithm's adjoint); the rest im2col blocks of
+        pixels on the OpenMP threads and multiply them by _gemm.h's kernel onto the bias (the backward
+        rebuilds the columns rather than keeping them alive per layer)."""
         arrays = (x, W) if b is None else (x, W, b)
         if not _compiled(*arrays) or x.ndim != 4 or W.ndim != 4 or W.shape[0] != W.shape[1] \
                 or x.shape[3] != W.shape[2]:       # (the op's check refuses these; the loops count on them)
@@ -220,7 +220,7 @@ class CpuBackend(ReferenceBackend):
         x, dtype, width = _c_order(x), x.dtype, f * f * c_prev
         W = _c_order(W)
         W2 = W.reshape(width, c_out)
-        direct = W.size <= DIRECT_MAX_WEIGHTS or c_out * dtype.itemsize < 64    # (or fewer filters than a vector)
+        direct = W.size <= DIRECT_MAX_WEIGHTS or c_out * dtype.itemsize < 64       # 64 bytes: one vector
         pointwise = not direct and f == 1 and top == left == 0
         winograd = not direct and f == 3 and stride == 1 and c_prev * c_out <= WINOGRAD_MAX_CHANNEL_PAIRS
         if pointwise:
