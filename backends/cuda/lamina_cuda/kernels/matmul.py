@@ -1,23 +1,30 @@
 """The matrix product C = op(A)·op(B), op = identity or transpose, batched with broadcasting.
 
-A block computes a BM×BN tile of C, stepping through K in slices of BK: each slice of A and B is
-staged in shared memory, and each thread accumulates a TM×TN sub-tile in registers (rows and
-columns strided by the thread grid, so reads of the shared tiles are free of bank conflicts and
-the writes of C coalesce). The tile sizes are a `Tiling`; a GPU and the simulator use different
-ones (the simulator runs each thread as a Python thread).
+A block computes a BM×BN tile of C, stepping through K in slices of BK. Each slice of A and B goes
+through registers into one of two shared buffers while the threads multiply the other (one barrier
+per slice). Each thread accumulates a TM×TN sub-tile in registers: its rows are TM/V runs of V
+consecutive rows (V elements = 16 bytes), the runs a block-width apart, and so are its columns, so
+each step of k reads its fragments with 128-bit shared loads free of bank conflicts. The shared rows
+are padded by V elements, which keeps the stores of slices read along k free of conflicts too.
+The tile sizes are a `Tiling`; a GPU and the simulator use different ones (the simulator runs each
+thread as a Python thread).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numba
 import numpy as np
-from numba import cuda
+from numba import cuda, uint32, uint64
 
 from .. import device
 from .elementwise import fill
 from .geometry import device_vector
+
+#: bytes one shared load reads per thread (ld.shared.v4 of float32, v2 of float64)
+VECTOR_BYTES = 16
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,7 @@ class Tiling:
 
 
 GPU_TILINGS = {np.dtype(np.float32): Tiling(128, 128, 8, 8, 8), np.dtype(np.float64): Tiling(64, 64, 8, 4, 4)}
-SIMULATOR_TILING = Tiling(32, 32, 8, 8, 8)     # few fat blocks: the simulator runs threads as Python threads
+SIMULATOR_TILING = Tiling(16, 16, 8, 4, 4)     # few fat blocks: the simulator runs threads as Python threads
 
 
 def tiling_for(dtype) -> Tiling:
@@ -43,69 +50,116 @@ def tiling_for(dtype) -> Tiling:
     return GPU_TILINGS.get(np.dtype(dtype), Tiling(64, 64, 8, 4, 4))
 
 
+def _slice_loader(width: int, BK: int, T: int, k_contiguous: bool):
+    """Device functions moving one BK×width slice of an operand, global → registers → shared.
+
+    The operand is (width, K) row-major when `k_contiguous` (A, or Bᵀ stored), else (K, width).
+    Consecutive threads take consecutive addresses of global memory, and a thread's loads lie a
+    fixed step apart: T/BK rows of the operand, or T/width rows of K."""
+    LOADS = width * BK // T
+    ROW_STEP, K_STEP = (T // BK, 0) if k_contiguous else (0, T // width)
+
+    @cuda.jit(device=True, inline=True)
+    def origin(tid):
+        """(i, kk) of the thread's first element in the slice."""
+        if k_contiguous:
+            return tid // BK, tid % BK
+        return tid % width, tid // width
+
+    @cuda.jit(device=True, inline=True)
+    def load(x, x0, first, k0, extent, K, tid, staged):
+        i, kk = origin(tid)
+        gi, gk = first + i, k0 + kk
+        if k_contiguous:
+            at, step = x0 + gi * K + gk, ROW_STEP * K
+        else:
+            at, step = x0 + gk * extent + gi, K_STEP * extent
+        for l in range(LOADS):
+            if gi + l * ROW_STEP < extent and gk + l * K_STEP < K:
+                staged[l] = x[uint64(at + l * step)]        # unsigned: no negative-index wraparound
+            else:
+                staged[l] = 0
+
+    @cuda.jit(device=True, inline=True)
+    def store(staged, tid, shared, buffer):
+        i, kk = origin(tid)
+        for l in range(LOADS):
+            shared[buffer, uint32(kk + l * K_STEP), uint32(i + l * ROW_STEP)] = staged[l]
+
+    return LOADS, load, store
+
+
 @lru_cache(maxsize=None)
-def gemm_kernel(dtype: np.dtype, tiling: Tiling):
-    """The compiled kernel for one dtype and tiling (see the module docstring)."""
+def gemm_kernel(dtype: np.dtype, tiling: Tiling, trans_a: bool, trans_b: bool):
+    """The compiled kernel for one dtype, tiling and pair of transpositions (see the module docstring).
+
+    Launch it on grid (⌈N/BN⌉, ⌈M/BM⌉, batches) with `tiling.threads` threads:
+    kernel(a, b, c, M, N, K, a_offsets, b_offsets), the operands flat and the offsets per batch."""
     BM, BN, BK, TM, TN = tiling.BM, tiling.BN, tiling.BK, tiling.TM, tiling.TN
     TY, TX, T = BM // TM, BN // TN, tiling.threads
-    A_LOADS, B_LOADS = BM * BK // T, BK * BN // T
-    if A_LOADS * T != BM * BK or B_LOADS * T != BK * BN:
-        raise ValueError(f"tiling {tiling}: each tile must split evenly over {T} threads")
+    V = math.gcd(max(1, VECTOR_BYTES // np.dtype(dtype).itemsize), TM, TN)     # elements per run
+    if T % BK or T % BM or T % BN or BK % 2:
+        raise ValueError(f"tiling {tiling}: its {T} threads must be a multiple of BK, BM and BN, and BK even")
+    ROW_RUNS, COLUMN_RUNS = TM // V, TN // V
+    A_LOADS, load_a, store_a = _slice_loader(BM, BK, T, k_contiguous=not trans_a)
+    B_LOADS, load_b, store_b = _slice_loader(BN, BK, T, k_contiguous=trans_b)
     element = numba.from_dtype(np.dtype(dtype))
+    simulated = device.simulator()
+    ALIGN = None if simulated else VECTOR_BYTES         # the simulator refuses an alignment
+    options = {} if simulated else {"launch_bounds": (T, 2)}
+    A_SHARED, B_SHARED = (2, BK, BM + V), (2, BK, BN + V)   # two buffers, rows padded by a vector
 
-    @cuda.jit
-    def kernel(a, b, c, M, N, K, a_offsets, b_offsets, trans_a, trans_b):
-        As = cuda.shared.array((BK, BM), element)
-        Bs = cuda.shared.array((BK, BN), element)
+    @cuda.jit(**options)
+    def kernel(a, b, c, M, N, K, a_offsets, b_offsets):
+        As = cuda.shared.array(A_SHARED, element, alignment=ALIGN)
+        Bs = cuda.shared.array(B_SHARED, element, alignment=ALIGN)
         acc = cuda.local.array((TM, TN), element)
-        a_reg = cuda.local.array(TM, element)
-        b_reg = cuda.local.array(TN, element)
+        a_frag = cuda.local.array(TM, element)
+        b_frag = cuda.local.array(TN, element)
+        a_staged = cuda.local.array(A_LOADS, element)
+        b_staged = cuda.local.array(B_LOADS, element)
         tid = cuda.threadIdx.x
-        ty, tx = tid // TX, tid % TX
+        rows, columns = uint32((tid // TX) * V), uint32((tid % TX) * V)    # the first of each run
         z = cuda.blockIdx.z
         row0, col0 = cuda.blockIdx.y * BM, cuda.blockIdx.x * BN
-        a0, b0, c0 = a_offsets[z], b_offsets[z], z * M * N
+        a0, b0 = a_offsets[z], b_offsets[z]
         for r in range(TM):
             for q in range(TN):
                 acc[r, q] = 0
-        for k0 in range(0, K, BK):
-            for load in range(A_LOADS):
-                index = tid + load * T
-                if trans_a:                     # A stored (K, M): consecutive threads read consecutive i
-                    i, kk = index % BM, index // BM
-                else:                           # A stored (M, K): consecutive threads read consecutive k
-                    i, kk = index // BK, index % BK
-                gi, gk = row0 + i, k0 + kk
-                if gi < M and gk < K:
-                    As[kk, i] = a[a0 + gk * M + gi] if trans_a else a[a0 + gi * K + gk]
-                else:
-                    As[kk, i] = 0
-            for load in range(B_LOADS):
-                index = tid + load * T
-                if trans_b:                     # B stored (N, K)
-                    j, kk = index // BK, index % BK
-                else:                           # B stored (K, N)
-                    j, kk = index % BN, index // BN
-                gj, gk = col0 + j, k0 + kk
-                if gj < N and gk < K:
-                    Bs[kk, j] = b[b0 + gj * K + gk] if trans_b else b[b0 + gk * N + gj]
-                else:
-                    Bs[kk, j] = 0
+        load_a(a, a0, row0, 0, M, K, tid, a_staged)
+        load_b(b, b0, col0, 0, N, K, tid, b_staged)
+        store_a(a_staged, tid, As, uint32(0))
+        store_b(b_staged, tid, Bs, uint32(0))
+        cuda.syncthreads()
+        slices = (K + BK - 1) // BK
+        for s in range(slices):
+            buffer = uint32(s % 2)
+            more = s + 1 < slices
+            if more:                                    # the next slice's global loads overlap the products
+                load_a(a, a0, row0, (s + 1) * BK, M, K, tid, a_staged)
+                load_b(b, b0, col0, (s + 1) * BK, N, K, tid, b_staged)
+            for pair in range(BK // 2):                 # NVVM unrolls the steps of a pair, not of a slice
+                for half in range(2):
+                    k = uint32(2 * pair + half)
+                    for run in range(ROW_RUNS):
+                        for v in range(V):
+                            a_frag[run * V + v] = As[buffer, k, rows + uint32(run * TY * V + v)]
+                    for run in range(COLUMN_RUNS):
+                        for v in range(V):
+                            b_frag[run * V + v] = Bs[buffer, k, columns + uint32(run * TX * V + v)]
+                    for r in range(TM):
+                        for q in range(TN):
+                            acc[r, q] += a_frag[r] * b_frag[q]
+            if more:
+                store_a(a_staged, tid, As, uint32(1) - buffer)
+                store_b(b_staged, tid, Bs, uint32(1) - buffer)
             cuda.syncthreads()
-            for kk in range(BK):
-                for r in range(TM):
-                    a_reg[r] = As[kk, ty + r * TY]
-                for q in range(TN):
-                    b_reg[q] = Bs[kk, tx + q * TX]
-                for r in range(TM):
-                    for q in range(TN):
-                        acc[r, q] += a_reg[r] * b_reg[q]
-            cuda.syncthreads()
+        c0 = z * M * N
         for r in range(TM):
-            gi = row0 + ty + r * TY
+            gi = row0 + rows + (r // V) * TY * V + r % V
             if gi < M:
                 for q in range(TN):
-                    gj = col0 + tx + q * TX
+                    gj = col0 + columns + (q // V) * TX * V + q % V
                     if gj < N:
                         c[c0 + gi * N + gj] = acc[r, q]
 
@@ -136,7 +190,6 @@ def gemm(a, b, trans_a: bool = False, trans_b: bool = False, tiling: Tiling | No
     a_offsets = _batch_offsets(batch, a_shape[:-2], M * K)
     b_offsets = _batch_offsets(batch, b_shape[:-2], K * N)
     grid = ((N + tiling.BN - 1) // tiling.BN, (M + tiling.BM - 1) // tiling.BM, count)
-    gemm_kernel(np.dtype(out.dtype), tiling)[grid, tiling.threads](
-        a.reshape(a.size), b.reshape(b.size), out.reshape(out.size), M, N, K, a_offsets, b_offsets,
-        bool(trans_a), bool(trans_b))
+    gemm_kernel(np.dtype(out.dtype), tiling, bool(trans_a), bool(trans_b))[grid, tiling.threads](
+        a.reshape(a.size), b.reshape(b.size), out.reshape(out.size), M, N, K, a_offsets, b_offsets)
     return out

@@ -282,18 +282,18 @@ class _StepProduct:
     time-major array: the tiled kernel of `matmul` launched without allocating or slicing per step."""
 
     def __init__(self, B, M: int, K: int, trans_b: bool = False):
-        self.B, self.M, self.K, self.trans_b = _flat(B), M, K, trans_b
+        self.B, self.M, self.K = _flat(B), M, K
         N = B.shape[0] if trans_b else B.shape[1]
         self.flat = _flat(device.empty((M, N), B.dtype))
         tiling = tiling_for(B.dtype)
-        self.kernel = gemm_kernel(np.dtype(B.dtype), tiling)
+        self.kernel = gemm_kernel(np.dtype(B.dtype), tiling, False, trans_b)
         self.launch = ((N + tiling.BN - 1) // tiling.BN, (M + tiling.BM - 1) // tiling.BM, 1), tiling.threads
         self.N = N
 
     def __call__(self, A, t: int):
         grid, threads = self.launch
         self.kernel[grid, threads](A, self.B, self.flat, self.M, self.N, self.K, device_vector((t * self.M * self.K,)),
-                                   device_vector((0,)), False, self.trans_b)
+                                   device_vector((0,)))
         return self.flat
 
 

@@ -1,0 +1,86 @@
+"""The CUDA backend's tiled matrix product (lamina_cuda.kernels.matmul): every pair of transpositions,
+sizes off the tile grid in M, N and K (partial tiles and slices), broadcast batches, float32 and float64,
+against NumPy; tilings whose threads hold several runs of rows and columns (the GPU's arrangement) as
+well as the simulator's; the step products of the recurrences; tilings the kernel cannot split.
+
+Without a GPU these run in Numba's CUDA simulator (tests/conftest.py), so the shapes are small."""
+import numpy as np
+import pytest
+
+from lamina.backend import load_backend      # noqa: F401  (registers the backends' plugins)
+from lamina_cuda import device
+from lamina_cuda.kernels.matmul import Tiling, gemm, gemm_kernel, tiling_for
+
+TOLERANCE = {np.float64: 1e-12, np.float32: 1e-5, np.float16: 1e-2}
+
+
+def product(a, b, trans_a=False, trans_b=False, **kwargs):
+    """gemm on the device, back on the host."""
+    return gemm(device.to_device(a), device.to_device(b), trans_a, trans_b, **kwargs).copy_to_host()
+
+
+def operands(rng, batch_a, batch_b, M, N, K, trans_a, trans_b, dtype):
+    a = rng.standard_normal(batch_a + ((K, M) if trans_a else (M, K))).astype(dtype)
+    b = rng.standard_normal(batch_b + ((N, K) if trans_b else (K, N))).astype(dtype)
+    return a, b
+
+
+def expected(a, b, trans_a, trans_b):
+    return np.matmul(np.swapaxes(a, -1, -2) if trans_a else a, np.swapaxes(b, -1, -2) if trans_b else b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("M, N, K", [(1, 1, 1), (16, 16, 8), (17, 5, 19), (9, 33, 3)],
+                         ids=["1x1x1", "one-tile", "partial-tiles", "partial-slice"])
+def test_gemm_matches_numpy(M, N, K, trans_a, trans_b, dtype):
+    rng = np.random.default_rng(M * 100 + N * 10 + K)
+    a, b = operands(rng, (), (), M, N, K, trans_a, trans_b, dtype)
+    np.testing.assert_allclose(product(a, b, trans_a, trans_b), expected(a, b, trans_a, trans_b),
+                               rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype] * K)
+
+
+@pytest.mark.parametrize("batch_a, batch_b", [((3,), (3,)), ((2, 1), (3,)), ((), (2,))])
+def test_gemm_broadcasts_batches(batch_a, batch_b):
+    rng = np.random.default_rng(0)
+    a, b = operands(rng, batch_a, batch_b, 6, 7, 5, False, True, np.float64)
+    out = product(a, b, trans_b=True)
+    want = expected(a, b, False, True)
+    assert out.shape == want.shape
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype, tiling", [(np.float32, Tiling(64, 64, 8, 8, 8)),
+                                           (np.float64, Tiling(16, 16, 8, 4, 4)),
+                                           (np.float32, Tiling(64, 32, 8, 8, 4)),
+                                           (np.float16, Tiling(16, 16, 8, 4, 4))],
+                         ids=["float32-two-runs", "float64-two-runs", "float32-rectangular", "float16-short-runs"])
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (True, True)])
+def test_gemm_with_several_runs_per_thread(dtype, tiling, trans_a, trans_b):
+    """Each thread's rows and columns in runs of 16 bytes, a block-width apart (as on a GPU)."""
+    rng = np.random.default_rng(1)
+    M, N, K = tiling.BM + 3, tiling.BN - 1, 2 * tiling.BK + 1
+    a, b = operands(rng, (), (), M, N, K, trans_a, trans_b, dtype)
+    np.testing.assert_allclose(product(a, b, trans_a, trans_b, tiling=tiling), expected(a, b, trans_a, trans_b),
+                               rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype] * K)
+
+
+def test_gemm_of_empty_operands():
+    assert product(np.ones((0, 3), np.float32), np.ones((3, 4), np.float32)).shape == (0, 4)
+    np.testing.assert_array_equal(product(np.ones((2, 0)), np.ones((0, 4))), np.zeros((2, 4)))
+
+
+@pytest.mark.parametrize("tiling", [Tiling(32, 32, 8, 8, 8), Tiling(16, 16, 6, 4, 4), Tiling(16, 16, 3, 4, 4)])
+def test_gemm_rejects_tilings_it_cannot_split(tiling):
+    with pytest.raises(ValueError, match=r"threads must be a multiple of BK, BM and BN, and BK even"):
+        gemm_kernel(np.dtype(np.float32), tiling, False, False)
+
+
+def test_the_simulator_and_the_gpu_tilings_split():
+    """Every tiling the backend picks (and the GPU benchmark's alternatives) compiles its loader constants."""
+    from lamina_cuda.kernels.matmul import GPU_TILINGS, SIMULATOR_TILING
+    for dtype, tiling in [*GPU_TILINGS.items(), (np.dtype(np.float32), SIMULATOR_TILING),
+                          (np.dtype(np.float32), Tiling(64, 64, 8, 4, 4)), (np.dtype(np.float32), Tiling(128, 64, 8, 8, 4)),
+                          (np.dtype(np.float32), Tiling(128, 128, 16, 8, 8))]:
+        gemm_kernel(dtype, tiling, True, False)
+    assert tiling_for(np.float32) == SIMULATOR_TILING
