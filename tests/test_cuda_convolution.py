@@ -6,6 +6,8 @@ inputs left to the defaults (NotImplemented); float64 gradient checks of cases b
 
 The conformance suite and the gradient checks of the op samples run in tests/test_cuda_backend.py.
 Without a GPU these run in Numba's CUDA simulator (tests/conftest.py), so the shapes are tiny."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,7 @@ from lamina.ops import call
 from lamina.tensor import Tensor
 from lamina_cuda import device
 from lamina_cuda.kernels import convolution, normalization
+from lamina_cuda.kernels.matmul import tiling_for
 from test_convolution import nchw, nhwc, torch_pads      # the NHWC <-> NCHW helpers of the CPU kernels' tests
 
 TOLERANCE = {"float64": 1e-9, "float32": 1e-4}
@@ -143,15 +146,16 @@ def test_conv2d_skips_the_gradients_nobody_needs(cuda, monkeypatch, requires_gra
     assert sums == {"column_sums": int(requires_grad[2])}
 
 
-@pytest.mark.parametrize("target", [1, 2, 1000])
-def test_conv2d_weight_gradient_summed_over_image_groups(cuda, monkeypatch, target):
+@pytest.mark.parametrize("groups", [1, 2, 6])
+def test_conv2d_weight_gradient_summed_over_image_groups(cuda, monkeypatch, groups):
     """dW is computed per group of images (a batched product) and summed: every split gives the same dW."""
-    monkeypatch.setattr(convolution, "DW_TARGET_BLOCKS", target)
+    tiling = tiling_for(np.float64)
+    blocks_per_group = math.ceil(18 / tiling.BM) * math.ceil(2 / tiling.BN)     # 3·3·2 rows of dW, 2 columns
+    monkeypatch.setattr(convolution, "DW_TARGET_BLOCKS", groups * blocks_per_group)
     rng = np.random.default_rng(2)
     x, W = rng.standard_normal((6, 4, 4, 2)), rng.standard_normal((3, 3, 2, 2))
     g = rng.standard_normal((6, 2, 2, 2))
-    groups = convolution._dw_groups(6, 18, 2, np.float64)
-    assert 6 % groups == 0 and groups == (1 if target == 1 else 2 if target == 2 else 6)
+    assert convolution._dw_groups(6, 18, 2, np.float64) == groups
     _, grads = run(cuda, "conv2d", (x, W), "float64", g)
     _, want = run("cpu", "conv2d", (x, W), "float64", g)
     close(grads[1], want[1], "float64")
