@@ -14,7 +14,7 @@
 
 Prints a Markdown table (also written to --out) for docs/performance.md. TF32 is off in PyTorch
 so that both sides compute in float32. `--quick` runs the same code at tiny sizes, also in Numba's
-simulator (the test suite does that, so this script cannot rot between GPU runs).
+simulator (tests/test_cuda_benchmark_script.py does that, marked simulator_slow: about 80 s there).
 """
 from __future__ import annotations
 
@@ -228,12 +228,25 @@ def timings() -> list[str]:
         except Exception as err:        # one broken benchmark must not hide the others
             rows.append((name, f"failed: {type(err).__name__}: {str(err)[:200]}", "", "", ""))
     peak = fp32_peak_tflops()
-    lines = [f"FP32 peak of the card (2 · SMs · FP32 cores · clock): {peak:.1f} TFLOP/s.", "",
+    lines = [f"FP32 peak of the card (2 · SMs · FP32 cores · clock): {peak:.1f} TFLOP/s.", pool_summary(), "",
              "| work | Lamina CUDA | reference | reference time | Lamina / reference |",
              "| --- | --- | --- | --- | --- |"]
     for work, ours, reference, theirs, ratio in rows:
         lines.append(f"| {work} | {ours} | {reference} | {theirs} | {ratio} |")
     return lines
+
+
+def pool_summary() -> str:
+    """How the device memory pool (lamina_cuda.memory) served the runs above."""
+    from lamina_cuda import memory
+
+    stats = memory.stats()
+    if not stats:
+        return "Device memory pool: not installed (Numba's own allocator)."
+    served = stats["allocations"] + stats["reuses"]
+    return (f"Device memory pool: {served} requests, {stats['reuses']} served by reusing a freed block, "
+            f"{stats['allocations']} raw allocations; {stats['used_bytes'] / 2**20:.0f} MiB in use, "
+            f"{stats['free_bytes'] / 2**20:.0f} MiB held free.")
 
 
 def _ms(seconds: float) -> str:

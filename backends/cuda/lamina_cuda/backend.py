@@ -214,8 +214,7 @@ class CudaBackend(Backend):
             losses, shifts, log_norms = fused.cross_entropy_index(logits, labels)
 
             def backprop(g):
-                scale = float(g.copy_to_host()) / m
-                return fused.cross_entropy_index_backward(logits, labels, shifts, log_norms, scale), None
+                return fused.cross_entropy_index_backward(logits, labels, shifts, log_norms, g), None
         else:
             if labels.dtype != logits.dtype:
                 return NotImplemented
@@ -223,9 +222,7 @@ class CudaBackend(Backend):
             label_grad = (needs_input_grad or (True, True))[1]
 
             def backprop(g):
-                scale = float(g.copy_to_host()) / m
-                return fused.cross_entropy_dense_backward(logits, labels, shifts, log_norms, y_sums, scale,
-                                                          label_grad)
+                return fused.cross_entropy_dense_backward(logits, labels, shifts, log_norms, y_sums, g, label_grad)
         total = reduction.reduce_rows("sum", losses, 1, m).reshape(())
         return ew.scale(total, p0=1.0 / m), backprop
 

@@ -16,6 +16,10 @@ from numba import cuda
 
 from lamina.errors import BackendError
 
+from . import memory
+
+memory.install()        # the pool becomes Numba's allocator before any CUDA context exists
+
 #: threads per block of the one-dimensional (elementwise, strided) kernels on a GPU
 THREADS = 256
 #: the simulator's launch: one block of a few threads, each striding over many elements
@@ -61,8 +65,6 @@ def launch_1d(n: int) -> tuple[int, int]:
 
 
 # ---- memory ---------------------------------------------------------------------------------------
-_OUT_OF_MEMORY = 2      # CUDA_ERROR_OUT_OF_MEMORY
-
 
 def empty(shape, dtype):
     """An uninitialised device array; an out-of-memory failure becomes a BackendError with the sizes."""
@@ -95,7 +97,7 @@ def memory_info() -> tuple[int, int]:
 
 def _memory_error(err: Exception, shape, dtype) -> Exception:
     """A BackendError naming the request and the free memory if `err` is CUDA's out-of-memory error, else `err`."""
-    if getattr(err, "code", None) != _OUT_OF_MEMORY and "OUT_OF_MEMORY" not in str(err):
+    if not memory.is_out_of_memory(err):
         return err
     asked = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
     try:

@@ -74,8 +74,9 @@ def _cross_entropy_index(z, labels, losses, shifts, log_norms, cols):
 
 
 @cuda.jit
-def _cross_entropy_index_backward(z, labels, shifts, log_norms, scale, dz, cols):
-    """dz = scale·(softmax(z) - onehot(label))."""
+def _cross_entropy_index_backward(z, labels, shifts, log_norms, g, inv_m, dz, cols):
+    """dz = g/m·(softmax(z) - onehot(label)), g the loss's upstream gradient (read here, not on the host)."""
+    scale = g[0] * inv_m
     for row in range(cuda.grid(1), labels.size, cuda.gridsize(1)):
         base = row * cols
         for j in range(cols):
@@ -98,8 +99,9 @@ def _cross_entropy_dense(z, y, losses, shifts, log_norms, y_sums, cols):
 
 
 @cuda.jit
-def _cross_entropy_dense_backward(z, y, shifts, log_norms, y_sums, scale, dz, dy, label_grad):
-    """dz = scale·(softmax(z)·Σ_k y_k - y); dy = -scale·log softmax(z)."""
+def _cross_entropy_dense_backward(z, y, shifts, log_norms, y_sums, g, inv_m, dz, dy, label_grad):
+    """dz = g/m·(softmax(z)·Σ_k y_k - y); dy = -g/m·log softmax(z)."""
+    scale = g[0] * inv_m
     cols = z.size // shifts.size
     for row in range(cuda.grid(1), shifts.size, cuda.gridsize(1)):
         base = row * cols
@@ -119,11 +121,12 @@ def cross_entropy_index(z, labels):
     return losses, shifts, log_norms
 
 
-def cross_entropy_index_backward(z, labels, shifts, log_norms, scale):
+def cross_entropy_index_backward(z, labels, shifts, log_norms, g):
+    """dz for the mean loss's upstream gradient g (a device scalar)."""
     dz = device.empty(z.shape, z.dtype)
     blocks, threads = device.launch_1d(z.shape[0])
-    _cross_entropy_index_backward[blocks, threads](_flat(z), labels, shifts, log_norms, z.dtype.type(scale),
-                                                   _flat(dz), z.shape[1])
+    _cross_entropy_index_backward[blocks, threads](_flat(z), labels, shifts, log_norms, _flat(g),
+                                                   z.dtype.type(1 / z.shape[0]), _flat(dz), z.shape[1])
     return dz
 
 
@@ -136,12 +139,13 @@ def cross_entropy_dense(z, y):
     return losses, shifts, log_norms, y_sums
 
 
-def cross_entropy_dense_backward(z, y, shifts, log_norms, y_sums, scale, label_grad: bool):
+def cross_entropy_dense_backward(z, y, shifts, log_norms, y_sums, g, label_grad: bool):
+    """(dz, dy or None) for the mean loss's upstream gradient g (a device scalar)."""
     dz = device.empty(z.shape, z.dtype)
     dy = device.empty(z.shape, z.dtype) if label_grad else dz
     blocks, threads = device.launch_1d(z.shape[0])
-    _cross_entropy_dense_backward[blocks, threads](_flat(z), _flat(y), shifts, log_norms, y_sums,
-                                                   z.dtype.type(scale), _flat(dz), _flat(dy), label_grad)
+    _cross_entropy_dense_backward[blocks, threads](_flat(z), _flat(y), shifts, log_norms, y_sums, _flat(g),
+                                                   z.dtype.type(1 / z.shape[0]), _flat(dz), _flat(dy), label_grad)
     return dz, (dy if label_grad else None)
 
 
