@@ -3,7 +3,8 @@
     python benchmarks/gpu.py [--out results.md] [--skip-tests] [--sanitize] [--quick]
 
 1. Timings side by side with PyTorch CUDA (and CuPy for the matrix product) when importable:
-   the 4096³ float32 matrix product (TFLOP/s against the card's FP32 peak), conv2d forward+backward
+   the 4096³ float32 matrix product (TFLOP/s against the card's FP32 peak), a product the size of an
+   LSTM step's (64×256 · 256×1024) with each tiling, conv2d forward+backward
    (32×56×56×64 → 64 filters 3×3 same), LSTM forward+backward (batch 64, T 100, input 128,
    hidden 256) and one digits-mlp training epoch. Each time is the median of repeated runs after
    warm-up runs (which include Numba's compilation), synchronised with the device.
@@ -31,8 +32,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 REPEATS = 10
-FULL = {"matmul": 4096, "conv2d": (32, 56, 56, 64, 64), "lstm": (64, 100, 128, 256), "mlp": (64, None)}
-QUICK = {"matmul": 16, "conv2d": (2, 5, 5, 3, 2), "lstm": (2, 3, 4, 3), "mlp": (4, 1)}
+FULL = {"matmul": 4096, "small_matmul": (64, 256, 1024), "conv2d": (32, 56, 56, 64, 64), "lstm": (64, 100, 128, 256), "mlp": (64, None)}
+QUICK = {"matmul": 16, "small_matmul": (4, 8, 12), "conv2d": (2, 5, 5, 3, 2), "lstm": (2, 3, 4, 3), "mlp": (4, 1)}
 SIZES = dict(FULL)
 
 
@@ -219,7 +220,9 @@ def timings() -> list[str]:
     rows = []
     m, n_H, n_W, n_C_prev, n_C = SIZES["conv2d"]
     m_seq, T, n_x, n_a = SIZES["lstm"]
+    M, K, N = SIZES["small_matmul"]
     for name, bench in ((f"matmul {SIZES['matmul']}³ float32", bench_matmul),
+                        (f"matmul {M}×{K} · {K}×{N} float32 (an LSTM step's product)", bench_small_matmul),
                         (f"conv2d {m}×{n_H}×{n_W}×{n_C_prev} → {n_C} 3×3 same, fwd+bwd", bench_conv2d),
                         (f"LSTM {m_seq}×{T}×{n_x} → {n_a}, fwd+bwd", bench_lstm),
                         ("digits-mlp, one epoch", bench_mlp_epoch)):
@@ -260,7 +263,7 @@ def _row(work, ours, reference, theirs, flops=None):
 
 def bench_matmul(name, torch, sync):
     from lamina.ops import call
-    from lamina_cuda.kernels.matmul import GPU_TILINGS, Tiling, gemm
+    from lamina_cuda.kernels.matmul import GPU_TILINGS, Tiling, gemm, tiling_for
 
     import lamina as lm
 
@@ -274,8 +277,8 @@ def bench_matmul(name, torch, sync):
     check = call("matmul", a[:64], b).numpy()
     error = np.abs(check - a_host[:64] @ b_host).max()
     rows = []
-    default = GPU_TILINGS[np.dtype(np.float32)]
-    for tiling in (Tiling(64, 64, 8, 4, 4), Tiling(128, 64, 8, 8, 4), Tiling(128, 128, 16, 8, 8)):
+    default = tiling_for(np.float32, n, n)
+    for tiling in (*GPU_TILINGS[np.dtype(np.float32)], Tiling(128, 64, 8, 8, 4), Tiling(128, 128, 16, 8, 8)):
         if tiling != default and not _simulator():
             t = timed(lambda: gemm(a.data, b.data, tiling=tiling), sync, repeats=5)
             rows.append((f"matmul 4096³ float32, tiling {tiling}", _ms(t) + f" ({flops / t / 1e12:.1f} TFLOP/s)",
@@ -297,6 +300,33 @@ def bench_matmul(name, torch, sync):
     except ImportError:
         head.append((name, _ms(ours), "CuPy not importable", "", ""))
     return head + rows
+
+
+def bench_small_matmul(name, torch, sync):
+    """A product too small to fill the GPU with 128×128 tiles: the tiling `tiling_for` picks, the others,
+    and cuBLAS."""
+    from lamina_cuda import device
+    from lamina_cuda.kernels.matmul import GPU_TILINGS, gemm, tiling_for
+
+    M, K, N = SIZES["small_matmul"]
+    rng = np.random.default_rng(1)
+    a_host, b_host = rng.standard_normal((M, K), dtype=np.float32), rng.standard_normal((K, N), dtype=np.float32)
+    a, b = device.to_device(a_host), device.to_device(b_host)
+    chosen = tiling_for(np.float32, M, N)
+    ours = timed(lambda: gemm(a, b), sync)
+    rows = []
+    if torch is not None:
+        ta, tb = torch.from_numpy(a_host).cuda(), torch.from_numpy(b_host).cuda()
+        rows.append(_row(f"{name} (tiling {chosen})", ours, "PyTorch (cuBLAS)", timed(lambda: ta @ tb,
+                                                                                    torch.cuda.synchronize)))
+    else:
+        rows.append((f"{name} (tiling {chosen})", _ms(ours), "PyTorch not importable", "", ""))
+    for tiling in GPU_TILINGS[np.dtype(np.float32)]:
+        if tiling != chosen and not _simulator():
+            t = timed(lambda: gemm(a, b, tiling=tiling), sync)
+            rows.append((f"{name}, tiling {tiling}", _ms(t), "(the chosen tiling above)", _ms(ours),
+                         f"{t / ours:.2f}"))
+    return rows
 
 
 def bench_conv2d(name, torch, sync):

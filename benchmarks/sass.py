@@ -62,13 +62,12 @@ def innermost_loop(sass: str) -> list[str]:
     return [text for address, text in code if start <= address <= end]
 
 
-def report(dtype, trans_a: bool, trans_b: bool, cc: tuple, ptxas: str, cuobjdump: str | None) -> str:
+def report(dtype, tiling, trans_a: bool, trans_b: bool, cc: tuple, ptxas: str, cuobjdump: str | None) -> str:
     import numba
     from numba import cuda, types
 
-    from lamina_cuda.kernels.matmul import GPU_TILINGS, gemm_kernel
+    from lamina_cuda.kernels.matmul import gemm_kernel
 
-    tiling = GPU_TILINGS[np.dtype(dtype)]
     kernel = gemm_kernel(np.dtype(dtype), tiling, trans_a, trans_b)
     array = types.Array(numba.from_dtype(np.dtype(dtype)), 1, "C")
     offsets = types.Array(types.int64, 1, "C")
@@ -110,9 +109,14 @@ def main() -> int:
         return 2
     cuobjdump = tool("cuobjdump", "CUOBJDUMP")
     cc = tuple(int(part) for part in args.cc.split("."))
-    for dtype in (np.float32, np.float64):
-        for trans_a, trans_b in ((False, False), (True, False), (False, True), (True, True)):
-            print(report(dtype, trans_a, trans_b, cc, ptxas, cuobjdump))
+    from lamina_cuda.kernels.matmul import GPU_TILINGS
+
+    for dtype, tilings in GPU_TILINGS.items():             # every transposition of the largest tiling,
+        for tiling in tilings:                              # the plain product of the others
+            pairs = ((False, False), (True, False), (False, True), (True, True)) if tiling == tilings[0] else \
+                ((False, False),)
+            for trans_a, trans_b in pairs:
+                print(report(dtype, tiling, trans_a, trans_b, cc, ptxas, cuobjdump))
     if cuobjdump is None:
         print("(cuobjdump not found, so no SASS: set CUOBJDUMP)")
     return 0

@@ -78,9 +78,27 @@ def test_gemm_rejects_tilings_it_cannot_split(tiling):
 
 def test_the_simulator_and_the_gpu_tilings_split():
     """Every tiling the backend picks (and the GPU benchmark's alternatives) compiles its loader constants."""
-    from lamina_cuda.kernels.matmul import GPU_TILINGS, SIMULATOR_TILING
-    for dtype, tiling in [*GPU_TILINGS.items(), (np.dtype(np.float32), SIMULATOR_TILING),
-                          (np.dtype(np.float32), Tiling(64, 64, 8, 4, 4)), (np.dtype(np.float32), Tiling(128, 64, 8, 8, 4)),
+    from lamina_cuda.kernels.matmul import GPU_TILINGS, OTHER_TILINGS, SIMULATOR_TILING
+    chosen = [(dtype, tiling) for dtype, tilings in GPU_TILINGS.items() for tiling in tilings]
+    for dtype, tiling in [*chosen, *((np.dtype(np.float16), t) for t in OTHER_TILINGS),
+                          (np.dtype(np.float32), SIMULATOR_TILING), (np.dtype(np.float32), Tiling(128, 64, 8, 8, 4)),
                           (np.dtype(np.float32), Tiling(128, 128, 16, 8, 8))]:
         gemm_kernel(dtype, tiling, True, False)
-    assert tiling_for(np.float32) == SIMULATOR_TILING
+    assert tiling_for(np.float32) == tiling_for(np.float32, 4096, 4096) == SIMULATOR_TILING
+
+
+@pytest.mark.parametrize("dtype, M, N, batches, expected", [
+    (np.float32, 4096, 4096, 1, Tiling(128, 128, 8, 8, 8)),    # 1024 blocks of 128²
+    (np.float32, 1024, 1536, 1, Tiling(64, 64, 8, 4, 4)),      # 96 blocks of 128² leave SMs idle; 384 of 64²
+    (np.float32, 512, 1024, 1, Tiling(32, 32, 8, 4, 4)),       # 128 blocks of 64²: just short
+    (np.float32, 64, 1024, 1, Tiling(32, 32, 8, 4, 4)),        # an LSTM step's product: the smallest
+    (np.float32, 256, 256, 16, Tiling(64, 64, 8, 4, 4)),       # batches count: 16·16 blocks of 64²
+    (np.float64, 2048, 2048, 1, Tiling(64, 64, 8, 4, 4)),
+    (np.float64, 64, 64, 1, Tiling(32, 32, 8, 4, 4)),
+    (np.float16, 8, 8, 1, Tiling(32, 32, 8, 4, 4)),
+])
+def test_the_gpu_tiling_covers_the_multiprocessors(monkeypatch, dtype, M, N, batches, expected):
+    """The most work per thread whose blocks still cover every multiprocessor (132 on an H100/H200 SXM)."""
+    monkeypatch.setattr(device, "simulator", lambda: False)
+    monkeypatch.setattr(device, "multiprocessors", lambda: 132)
+    assert tiling_for(dtype, M, N, batches) == expected

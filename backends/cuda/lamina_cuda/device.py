@@ -8,6 +8,7 @@ a few threads striding over the data instead of one thread per element.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
@@ -55,6 +56,12 @@ def describe() -> str:
         return f"Numba CUDA kernels on {name} (compute capability {device.compute_capability[0]}.{device.compute_capability[1]})"
     except Exception:
         return "Numba CUDA kernels"
+
+
+@functools.lru_cache(maxsize=None)
+def multiprocessors() -> int:
+    """Streaming multiprocessors of the current GPU."""
+    return int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
 
 
 def launch_1d(n: int) -> tuple[int, int]:

@@ -40,14 +40,29 @@ class Tiling:
         return (self.BM // self.TM) * (self.BN // self.TN)
 
 
-GPU_TILINGS = {np.dtype(np.float32): Tiling(128, 128, 8, 8, 8), np.dtype(np.float64): Tiling(64, 64, 8, 4, 4)}
-SIMULATOR_TILING = Tiling(16, 16, 8, 4, 4)     # few fat blocks: the simulator runs threads as Python threads
+#: per dtype, the GPU's tilings from the most work per thread to the least
+GPU_TILINGS = {np.dtype(np.float32): (Tiling(128, 128, 8, 8, 8), Tiling(64, 64, 8, 4, 4), Tiling(32, 32, 8, 4, 4)),
+               np.dtype(np.float64): (Tiling(64, 64, 8, 4, 4), Tiling(32, 32, 8, 4, 4))}
+OTHER_TILINGS = (Tiling(64, 64, 8, 4, 4), Tiling(32, 32, 8, 4, 4))
+SIMULATOR_TILING = Tiling(16, 16, 8, 4, 4)     # few threads: the simulator runs each as a Python thread
 
 
-def tiling_for(dtype) -> Tiling:
+def blocks(tiling: Tiling, M: int, N: int, batches: int = 1) -> int:
+    """Blocks of the launch grid for an (M, N) result over `batches`."""
+    return -(-M // tiling.BM) * -(-N // tiling.BN) * batches
+
+
+def tiling_for(dtype, M: int | None = None, N: int | None = None, batches: int = 1) -> Tiling:
+    """The tiling for an (M, N) product: the one with the most work per thread whose blocks still
+    cover every multiprocessor, else the smallest (a small product is bound by latency, not by
+    arithmetic: more, smaller blocks finish it sooner). Without a shape, the largest."""
     if device.simulator():
         return SIMULATOR_TILING
-    return GPU_TILINGS.get(np.dtype(dtype), Tiling(64, 64, 8, 4, 4))
+    tilings = GPU_TILINGS.get(np.dtype(dtype), OTHER_TILINGS)
+    if M is None or N is None:
+        return tilings[0]
+    multiprocessors = device.multiprocessors()
+    return next((t for t in tilings if blocks(t, M, N, batches) >= multiprocessors), tilings[-1])
 
 
 def _slice_loader(width: int, BK: int, T: int, k_contiguous: bool):
@@ -186,10 +201,10 @@ def gemm(a, b, trans_a: bool = False, trans_b: bool = False, tiling: Tiling | No
         return out
     if K == 0:
         return fill(out, 0)
-    tiling = tiling or tiling_for(out.dtype)
+    tiling = tiling or tiling_for(out.dtype, M, N, count)
     a_offsets = _batch_offsets(batch, a_shape[:-2], M * K)
     b_offsets = _batch_offsets(batch, b_shape[:-2], K * N)
-    grid = ((N + tiling.BN - 1) // tiling.BN, (M + tiling.BM - 1) // tiling.BM, count)
+    grid = (-(-N // tiling.BN), -(-M // tiling.BM), count)
     gemm_kernel(np.dtype(out.dtype), tiling, bool(trans_a), bool(trans_b))[grid, tiling.threads](
         a.reshape(a.size), b.reshape(b.size), out.reshape(out.size), M, N, K, a_offsets, b_offsets)
     return out

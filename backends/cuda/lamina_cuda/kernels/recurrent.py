@@ -285,7 +285,7 @@ class _StepProduct:
         self.B, self.M, self.K = _flat(B), M, K
         N = B.shape[0] if trans_b else B.shape[1]
         self.flat = _flat(device.empty((M, N), B.dtype))
-        tiling = tiling_for(B.dtype)
+        tiling = tiling_for(B.dtype, M, N)
         self.kernel = gemm_kernel(np.dtype(B.dtype), tiling, False, trans_b)
         self.launch = ((N + tiling.BN - 1) // tiling.BN, (M + tiling.BM - 1) // tiling.BM, 1), tiling.threads
         self.N = N
