@@ -89,7 +89,11 @@ def test_the_simulator_and_the_gpu_tilings_split():
 
 @pytest.mark.parametrize("dtype, M, N, batches, expected", [
     (np.float32, 4096, 4096, 1, Tiling(128, 128, 8, 8, 8)),    # 1024 blocks of 128²
-    (np.float32, 1024, 1536, 1, Tiling(64, 64, 8, 4, 4)),      # 96 blocks of 128² leave SMs idle; 384 of 64²
+    (np.float32, 1024, 1536, 1, Tiling(128, 64, 8, 8, 4)),     # 96 blocks of 128² leave SMs idle; 192 of 128×64
+    (np.float32, 1536, 1024, 1, Tiling(128, 64, 8, 8, 4)),
+    (np.float32, 100352, 64, 1, Tiling(128, 64, 8, 8, 4)),     # a 3×3/64 conv: 128² tiles would be half padding
+    (np.float32, 64, 100352, 1, Tiling(64, 128, 8, 4, 8)),
+    (np.float32, 4000, 200, 1, Tiling(64, 64, 8, 4, 4)),       # 128 of 128×64 fall short; 252 of 64², 78% useful
     (np.float32, 512, 1024, 1, Tiling(32, 32, 8, 4, 4)),       # 128 blocks of 64²: just short
     (np.float32, 64, 1024, 1, Tiling(32, 32, 8, 4, 4)),        # an LSTM step's product: the smallest
     (np.float32, 256, 256, 16, Tiling(64, 64, 8, 4, 4)),       # batches count: 16·16 blocks of 64²

@@ -41,10 +41,13 @@ class Tiling:
 
 
 #: per dtype, the GPU's tilings from the most work per thread to the least
-GPU_TILINGS = {np.dtype(np.float32): (Tiling(128, 128, 8, 8, 8), Tiling(64, 64, 8, 4, 4), Tiling(32, 32, 8, 4, 4)),
+GPU_TILINGS = {np.dtype(np.float32): (Tiling(128, 128, 8, 8, 8), Tiling(128, 64, 8, 8, 4), Tiling(64, 128, 8, 4, 8),
+                                      Tiling(64, 64, 8, 4, 4), Tiling(32, 32, 8, 4, 4)),
                np.dtype(np.float64): (Tiling(64, 64, 8, 4, 4), Tiling(32, 32, 8, 4, 4))}
 OTHER_TILINGS = (Tiling(64, 64, 8, 4, 4), Tiling(32, 32, 8, 4, 4))
 SIMULATOR_TILING = Tiling(16, 16, 8, 4, 4)     # few threads: the simulator runs each as a Python thread
+#: the share of a grid's tiles that must hold results for a tiling to be taken without comparison
+USEFUL_SHARE = 0.75
 
 
 def blocks(tiling: Tiling, M: int, N: int, batches: int = 1) -> int:
@@ -52,17 +55,26 @@ def blocks(tiling: Tiling, M: int, N: int, batches: int = 1) -> int:
     return -(-M // tiling.BM) * -(-N // tiling.BN) * batches
 
 
+def useful_share(tiling: Tiling, M: int, N: int) -> float:
+    """M·N over the area of the tiles covering it (the rest is padding computed for nothing)."""
+    return M * N / (-(-M // tiling.BM) * tiling.BM * -(-N // tiling.BN) * tiling.BN)
+
+
 def tiling_for(dtype, M: int | None = None, N: int | None = None, batches: int = 1) -> Tiling:
-    """The tiling for an (M, N) product: the one with the most work per thread whose blocks still
-    cover every multiprocessor, else the smallest (a small product is bound by latency, not by
-    arithmetic: more, smaller blocks finish it sooner). Without a shape, the largest."""
+    """The tiling for an (M, N) product. Of the tilings whose grid covers every multiprocessor: the
+    first (most work per thread) whose tiles are at least USEFUL_SHARE results, else the least padded;
+    if none covers them, the smallest (a small product is bound by latency, not by arithmetic: more,
+    smaller blocks finish it sooner). Without a shape, the first."""
     if device.simulator():
         return SIMULATOR_TILING
     tilings = GPU_TILINGS.get(np.dtype(dtype), OTHER_TILINGS)
     if M is None or N is None:
         return tilings[0]
-    multiprocessors = device.multiprocessors()
-    return next((t for t in tilings if blocks(t, M, N, batches) >= multiprocessors), tilings[-1])
+    covering = [t for t in tilings if blocks(t, M, N, batches) >= device.multiprocessors()]
+    if not covering:
+        return tilings[-1]
+    return next((t for t in covering if useful_share(t, M, N) >= USEFUL_SHARE),
+                max(covering, key=lambda t: useful_share(t, M, N)))
 
 
 def _slice_loader(width: int, BK: int, T: int, k_contiguous: bool):
