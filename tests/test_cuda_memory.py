@@ -134,9 +134,25 @@ PLUGIN_CHECK = textwrap.dedent("""
 """)
 
 
-def test_the_numba_plugin_reuses_blocks_outside_the_simulator():
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), env.get("PYTHONPATH", "")])
-    result = subprocess.run([sys.executable, "-c", PLUGIN_CHECK], env=env, capture_output=True, text=True)
+def run_without_simulator(code: str, **environment) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_ENABLE_CUDASIM", "LAMINA_CUDA_MEMORY_POOL")}
+    env.update(environment, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), env.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "plugin ok" in result.stdout
+    return result.stdout
+
+
+def test_the_numba_plugin_reuses_blocks_outside_the_simulator():
+    assert "plugin ok" in run_without_simulator(PLUGIN_CHECK)
+
+
+INSTALLED = ("import lamina_cuda.device; from numba.cuda.cudadrv import driver; "
+             "driver._ensure_memory_manager(); print(driver._memory_manager.__name__)")    # Numba's, if none set
+
+
+@pytest.mark.parametrize("setting, manager", [(None, "PooledMemoryManager"), ("0", "NumbaCUDAMemoryManager"),
+                                              ("off", "NumbaCUDAMemoryManager")])
+def test_importing_the_backend_installs_the_pool_unless_told_not_to(setting, manager):
+    """Installed when lamina_cuda.device is imported (before any context exists); no GPU is needed for that."""
+    environment = {} if setting is None else {"LAMINA_CUDA_MEMORY_POOL": setting}
+    assert run_without_simulator(INSTALLED, **environment).split()[-1] == manager
