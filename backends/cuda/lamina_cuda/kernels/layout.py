@@ -10,26 +10,26 @@ from .elementwise import _flat, fill
 from .geometry import broadcast_vector, device_vector, permuted_strides
 
 
+@cuda.jit(device=True, inline=True)
+def _strided_position(i, offset, shape, strides):
+    """offset + Σ_d k_d·strides[d], (k_d) the C-order multi-index of flat position i in `shape`."""
+    rest, position = i, offset
+    for d in range(shape.size - 1, -1, -1):
+        position += (rest % shape[d]) * strides[d]
+        rest //= shape[d]
+    return position
+
+
 @cuda.jit
 def _gather_strided(x, out, offset, shape, strides):
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        rest, src = i, offset
-        for d in range(shape.size - 1, -1, -1):
-            k = rest % shape[d]
-            rest //= shape[d]
-            src += k * strides[d]
-        out[i] = x[src]
+        out[i] = x[_strided_position(i, offset, shape, strides)]
 
 
 @cuda.jit
 def _scatter_strided(g, out, offset, shape, strides):
     for i in range(cuda.grid(1), g.size, cuda.gridsize(1)):
-        rest, dst = i, offset
-        for d in range(shape.size - 1, -1, -1):
-            k = rest % shape[d]
-            rest //= shape[d]
-            dst += k * strides[d]
-        out[dst] += g[i]
+        out[_strided_position(i, offset, shape, strides)] += g[i]
 
 
 @cuda.jit
