@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+import lamina  # noqa: F401  (first, as the CLI: sets OpenBLAS's thread timeout before NumPy loads; lamina/_openblas.py)
 import pytest
 import torch
 from threadpoolctl import threadpool_limits

@@ -5,6 +5,7 @@
     loss = lm.F.softmax_cross_entropy(model(lm.tensor(X)), lm.tensor(y))
     loss.backward()
 """
+from . import _openblas  # noqa: F401  (first: sets OpenBLAS's thread timeout before NumPy loads it)
 from . import (checkpoint, clipping, data, diagnose, functional, init, losses, metrics, models, nn, optim, schedules,
                preprocessing, regularizers, training, transfer)
 from . import augment, ensemble
