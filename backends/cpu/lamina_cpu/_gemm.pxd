@@ -2,11 +2,12 @@
 from ._vecmath cimport real
 
 cdef enum:
-    # the width of small_gemm's register block in bytes (four 64-byte vectors): the column panels to cut
-    # products into, for threads or for packing
+    # the column panels to cut products into, for threads or for packing: the width of small_gemm's widest
+    # register block in bytes (AVX-512's four 64-byte vectors; a whole number of AVX2's and SSE2's blocks)
     PANEL_BYTES = 256
 
 cdef extern from "_gemm.h" nogil:
+    int lamina_gemm_isa()
     void lamina_gemm_float(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* A, Py_ssize_t lda, int trans_a,
                            const float* B, Py_ssize_t ldb, float* C, Py_ssize_t ldc, int accumulate)
     void lamina_gemm_double(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* A, Py_ssize_t lda, int trans_a,

@@ -9,12 +9,17 @@ from cython.parallel cimport prange
 
 import numpy as np
 
-from ._gemm cimport PANEL_BYTES, small_gemm, small_gemm_tn
+from ._gemm cimport PANEL_BYTES, lamina_gemm_isa, small_gemm, small_gemm_tn
 from ._vecmath cimport PARALLEL_MIN, real
 
 cdef enum:
     ROW_BLOCK = 96      # rows of a block of output (a multiple of small_gemm's 6)
     K_CHUNK = 256       # rows of B per pass of matmul_tn: 256 × a panel of B is 64 KiB, in L2
+
+
+def instruction_set() -> str:
+    """The instruction set _gemm.h's products run with here: "avx512", "avx2" or "baseline"."""
+    return ("baseline", "avx2", "avx512")[lamina_gemm_isa()]
 
 
 def pack_panels(W, Py_ssize_t gates=1):
