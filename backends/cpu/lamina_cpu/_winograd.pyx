@@ -14,7 +14,7 @@ from libc.stdlib cimport calloc, free
 
 import numpy as np
 
-from ._gemm cimport small_gemm
+from ._gemm cimport small_gemm, small_gemm_tn
 from ._vecmath cimport PARALLEL_MIN, real
 
 #: (Lavin & Gray's matrices for the points 0, ±1, ±2, ∞; the C transforms below are these, written out)
@@ -30,7 +30,7 @@ cdef enum:
     ALPHA = 6           # input tile side m + f − 1
     POSITIONS = 36      # ALPHA²
     TILES = 48          # tiles per block: V and M of a 64→64-channel block are 0.9 MB
-    VECTOR_BYTES = 64   # one 512-bit register: 16 floats or 8 doubles
+    VECTOR_BYTES = 64   # the output channels are padded to whole 512-bit registers: 16 floats or 8 doubles
 
 
 cdef extern from *:
@@ -41,8 +41,6 @@ cdef extern from *:
     #define LAMINA_WINOGRAD_CLONES
     #endif
     #define LAMINA_WINOGRAD(T)                                                                               \
-    typedef T wv_##T __attribute__((vector_size(64), aligned(sizeof(T))));                                  \
-    enum { WL_##T = 64 / sizeof(T) };                                                                        \
     /* w ↦ G·w along one axis: six outputs of three inputs, for each of n numbers (stride s between outputs) */ \
     static inline void filter_axis_##T(const T* const* restrict w, T* restrict out, Py_ssize_t s,           \
                                        Py_ssize_t n) {                                                       \
@@ -164,42 +162,6 @@ cdef extern from *:
             for (int w = 0; w < 4; w++) y[w] = tmp + (p * 4 + w) * cop;                                      \
             gradient_axis_##T(y, D + p * 6 * dstride, dstride, n_C);                                         \
         }                                                                                                    \
-    }                                                                                                        \
-    /* dU[p, c, :] += Σ_t V[p, t, c]·D[p, t, :] over the nt tiles of a block, V (36, TILES, C), D (36, TILES, \
-       cop): six input channels × four vectors of output channels in registers, the tiles the inner loop */  \
-    LAMINA_WINOGRAD_CLONES static void winograd_filter_grad_##T(const T* restrict V, const T* restrict D,   \
-            T* restrict dU, Py_ssize_t tiles, Py_ssize_t nt, Py_ssize_t C, Py_ssize_t cop) {                 \
-        for (int p = 0; p < 36; p++) {                                                                       \
-            const T* Vp = V + p * tiles * C;                                                                 \
-            const T* Dp = D + p * tiles * cop;                                                               \
-            T* dUp = dU + p * C * cop;                                                                       \
-            Py_ssize_t c = 0;                                                                                \
-            for (; c + 6 <= C; c += 6)                                                                       \
-                for (Py_ssize_t co = 0; co < cop; co += 4 * WL_##T) {                                        \
-                    int n = (cop - co) / WL_##T < 4 ? (int)((cop - co) / WL_##T) : 4;                        \
-                    wv_##T acc[6][4] = {{{0}}};                                                              \
-                    for (Py_ssize_t t = 0; t < nt; t++) {                                                    \
-                        const wv_##T* d = (const wv_##T*)(Dp + t * cop + co);                               \
-                        wv_##T d0 = d[0], d1 = n > 1 ? d[1] : d0, d2 = n > 2 ? d[2] : d0;                    \
-                        wv_##T d3 = n > 3 ? d[3] : d0;                                                       \
-                        for (int r = 0; r < 6; r++) {                                                        \
-                            T v = Vp[t * C + c + r];                                                         \
-                            acc[r][0] += v * d0; acc[r][1] += v * d1;                                        \
-                            acc[r][2] += v * d2; acc[r][3] += v * d3;                                        \
-                        }                                                                                    \
-                    }                                                                                        \
-                    for (int r = 0; r < 6; r++)                                                              \
-                        for (int j = 0; j < n; j++)                                                          \
-                            *(wv_##T*)(dUp + (c + r) * cop + co + j * WL_##T) += acc[r][j];                 \
-                }                                                                                            \
-            for (; c < C; c++)                                                                               \
-                for (Py_ssize_t co = 0; co < cop; co += WL_##T) {                                            \
-                    wv_##T acc = {0};                                                                        \
-                    for (Py_ssize_t t = 0; t < nt; t++)                                                      \
-                        acc += Vp[t * C + c] * *(const wv_##T*)(Dp + t * cop + co);                          \
-                    *(wv_##T*)(dUp + c * cop + co) += acc;                                                   \
-                }                                                                                            \
-        }                                                                                                    \
     }
     LAMINA_WINOGRAD(float)
     LAMINA_WINOGRAD(double)
@@ -220,10 +182,6 @@ cdef extern from *:
                                  Py_ssize_t, const float*, float*, float*, Py_ssize_t) nogil
     void winograd_gradient_double(const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                   Py_ssize_t, const double*, double*, double*, Py_ssize_t) nogil
-    void winograd_filter_grad_float(const float*, const float*, float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                    Py_ssize_t) nogil
-    void winograd_filter_grad_double(const double*, const double*, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                     Py_ssize_t) nogil
 
 
 cdef void filter_axis(const real** w, real* out, Py_ssize_t s, Py_ssize_t n) noexcept nogil:
@@ -386,7 +344,7 @@ def filter_grad3x3(const real[:, :, :, ::1] x, const real[:, :, :, ::1] g, Py_ss
     cdef Py_ssize_t lanes = VECTOR_BYTES // sizeof(real), cop = (n_C + lanes - 1) // lanes * lanes
     cdef Py_ssize_t across = (ow + OUT - 1) // OUT, per_image = (oh + OUT - 1) // OUT * across
     cdef Py_ssize_t tiles = m * per_image, blocks = (tiles + TILES - 1) // TILES, size = POSITIONS * C * cop
-    cdef Py_ssize_t block, t, first, nt, k
+    cdef Py_ssize_t block, t, first, nt, k, p
     cdef Tile tile
     cdef real[:, :, ::1] dU = np.zeros((POSITIONS, C, cop), np.float32 if real is float else np.float64)
     cdef real* V = NULL
@@ -421,10 +379,9 @@ def filter_grad3x3(const real[:, :, :, ::1] x, const real[:, :, :, ::1] g, Py_ss
                     else:
                         winograd_gradient_double(&g[tile.i, 0, 0, 0], oh, ow, n_C, cop, tile.y0, tile.z0, zeros, tmp,
                                                  D + t * cop, TILES * cop)
-                if real is float:
-                    winograd_filter_grad_float(V, D, partial, TILES, nt, C, cop)
-                else:
-                    winograd_filter_grad_double(V, D, partial, TILES, nt, C, cop)
+                for p in range(POSITIONS):      # dU[p] += V[p]ᵀ·D[p]: (C, nt)·(nt, cop)
+                    small_gemm_tn(C, cop, nt, V + p * TILES * C, C, D + p * TILES * cop, cop, partial + p * C * cop,
+                                  cop, True)
             with gil:       # once per thread: its partial sums into the shared result
                 for k in range(size if V != NULL else 0):
                     (&dU[0, 0, 0])[k] += partial[k]
