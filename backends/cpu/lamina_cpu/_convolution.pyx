@@ -228,125 +228,152 @@ def conv_gemm_backward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] pane
 
 
 cdef enum:
-    LANES = 16      # output pixels per vector block of the direct kernel (one 512-bit register of floats)
+    LANES = 16      # owp's granularity and the lanes of each (k, co)'s partial sums: a whole number of vectors
 
 
 cdef extern from *:
     """
-    /* The direct convolution's inner products on one output row h of one image, vectorized over LANES output
-       pixels (GCC vector types: one zmm of floats with AVX-512, two ymm with AVX2, four xmm otherwise). The image
-       is held as xT[c, y, z] (zero padding included, rows Wp long), so the window position k = (a·f + b)·C + c
-       of output pixel w reads xT[off[k] + h·s·Wp + w·s]: `row` below is xT + h·s·Wp. owp is n_W_out rounded up
-       to LANES; the lanes past n_W_out compute numbers nobody stores (forward), add zeros (input gradient: gT
-       is 0 there) or are left out (weight gradient). Cloned per instruction set: the wheel targets baseline
-       x86-64, and these loops are where AVX2/AVX-512 pay. */
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-    #define LAMINA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-    #else
-    #define LAMINA_CLONES
-    #endif
-    typedef float lamina_v_float __attribute__((vector_size(16 * sizeof(float)), aligned(sizeof(float))));
-    typedef double lamina_v_double __attribute__((vector_size(16 * sizeof(double)), aligned(sizeof(double))));
-    typedef int32_t lamina_mask_float __attribute__((vector_size(16 * sizeof(int32_t))));
-    typedef int64_t lamina_mask_double __attribute__((vector_size(16 * sizeof(int64_t))));
-    #define LAMINA_DIRECT(T)                                                                                 \
-    typedef lamina_v_##T V_##T;                                                                          \
-    static inline V_##T lanes_at_##T(const T* src, Py_ssize_t s) {   /* src[l·s] for the 16 lanes l */    \
-        if (s == 1) return *(const V_##T*)src;                                                           \
-        V_##T v;                                                                                         \
-        for (int l = 0; l < 16; l++) v[l] = src[l * s];                                                  \
+    /* The direct convolution's inner products on one output row h of one image, vectorized over output pixels
+       (GCC vector types of the instruction set's width: 16 floats with AVX-512, 8 with AVX2, 4 otherwise;
+       half as many doubles). The image is held as xT[c, y, z] (zero padding included, rows Wp long), so the
+       window position k = (a·f + b)·C + c of output pixel w reads xT[off[k] + h·s·Wp + w·s]: `row` below is
+       xT + h·s·Wp. owp is n_W_out rounded up to LANES (16, a whole number of vectors on every instruction set);
+       the lanes past n_W_out compute numbers nobody stores (forward), add zeros (input gradient: gT is 0
+       there) or are masked out (weight gradient). One instantiation per instruction set, picked as _gemm.h's
+       is (LAMINA_GEMM_TARGET, lamina_gemm_isa): the wheel targets baseline x86-64, and these loops are where
+       AVX2/AVX-512 pay. */
+    #define LAMINA_DIRECT(T, ISA, TARGET, BYTES, MT)                                                         \
+    typedef T V_##T##_##ISA __attribute__((vector_size(BYTES), aligned(sizeof(T))));                     \
+    typedef MT M_##T##_##ISA __attribute__((vector_size(BYTES)));                                        \
+    enum { L_##T##_##ISA = BYTES / sizeof(T) };                                                          \
+    LAMINA_GEMM_INLINE V_##T##_##ISA lanes_at_##T##_##ISA(const T* src, Py_ssize_t s) {   /* src[l·s] for the lanes l */      \
+        if (s == 1) return *(const V_##T##_##ISA*)src;                                                           \
+        V_##T##_##ISA v;                                                                                         \
+        for (int l = 0; l < L_##T##_##ISA; l++) v[l] = src[l * s];                                                  \
         return v;                                                                                        \
     }                                                                                                    \
-    static inline void add_lanes_##T(T* dst, Py_ssize_t s, V_##T v) {   /* dst[l·s] += v[l] */            \
-        if (s == 1) { *(V_##T*)dst += v; return; }                                                       \
-        for (int l = 0; l < 16; l++) dst[l * s] += v[l];                                                 \
+    LAMINA_GEMM_INLINE void add_lanes_##T##_##ISA(T* dst, Py_ssize_t s, V_##T##_##ISA v) {   /* dst[l·s] += v[l] */            \
+        if (s == 1) { *(V_##T##_##ISA*)dst += v; return; }                                                       \
+        for (int l = 0; l < L_##T##_##ISA; l++) dst[l * s] += v[l];                                                 \
     }                                                                                                    \
     /* outT[co, w] = b[co] + Σ_k W2[k, co]·row[off[k] + w·s], four output channels at a time */           \
-    LAMINA_CLONES static void direct_row_forward_##T(const T* restrict row, const Py_ssize_t* restrict off,  \
+    LAMINA_GEMM_TARGET(TARGET) static void direct_row_forward_##T##_##ISA(const T* restrict row, const Py_ssize_t* restrict off,  \
             Py_ssize_t s, const T* restrict W2, const T* restrict b, T* restrict outT, Py_ssize_t K,          \
             Py_ssize_t n_C, Py_ssize_t owp) {                                                                \
         Py_ssize_t co = 0;                                                                               \
         for (; co + 4 <= n_C; co += 4)                                                                   \
-            for (Py_ssize_t w0 = 0; w0 < owp; w0 += 16) {                                                \
-                V_##T a0 = (V_##T){0} + b[co], a1 = (V_##T){0} + b[co + 1];                              \
-                V_##T a2 = (V_##T){0} + b[co + 2], a3 = (V_##T){0} + b[co + 3];                          \
+            for (Py_ssize_t w0 = 0; w0 < owp; w0 += L_##T##_##ISA) {                                                \
+                V_##T##_##ISA a0 = (V_##T##_##ISA){0} + b[co], a1 = (V_##T##_##ISA){0} + b[co + 1];                              \
+                V_##T##_##ISA a2 = (V_##T##_##ISA){0} + b[co + 2], a3 = (V_##T##_##ISA){0} + b[co + 3];                          \
                 for (Py_ssize_t k = 0; k < K; k++) {                                                     \
-                    const V_##T v = lanes_at_##T(row + off[k] + w0 * s, s);                               \
+                    const V_##T##_##ISA v = lanes_at_##T##_##ISA(row + off[k] + w0 * s, s);                               \
                     const T* wk = W2 + k * n_C + co;                                                     \
                     a0 += wk[0] * v; a1 += wk[1] * v; a2 += wk[2] * v; a3 += wk[3] * v;                  \
                 }                                                                                        \
-                *(V_##T*)(outT + co * owp + w0) = a0; *(V_##T*)(outT + (co + 1) * owp + w0) = a1;        \
-                *(V_##T*)(outT + (co + 2) * owp + w0) = a2; *(V_##T*)(outT + (co + 3) * owp + w0) = a3;  \
+                *(V_##T##_##ISA*)(outT + co * owp + w0) = a0; *(V_##T##_##ISA*)(outT + (co + 1) * owp + w0) = a1;        \
+                *(V_##T##_##ISA*)(outT + (co + 2) * owp + w0) = a2; *(V_##T##_##ISA*)(outT + (co + 3) * owp + w0) = a3;  \
             }                                                                                            \
         for (; co < n_C; co++)                                                                           \
-            for (Py_ssize_t w0 = 0; w0 < owp; w0 += 16) {                                                \
-                V_##T a0 = (V_##T){0} + b[co];                                                           \
+            for (Py_ssize_t w0 = 0; w0 < owp; w0 += L_##T##_##ISA) {                                                \
+                V_##T##_##ISA a0 = (V_##T##_##ISA){0} + b[co];                                                           \
                 for (Py_ssize_t k = 0; k < K; k++)                                                       \
-                    a0 += W2[k * n_C + co] * lanes_at_##T(row + off[k] + w0 * s, s);                      \
-                *(V_##T*)(outT + co * owp + w0) = a0;                                                    \
+                    a0 += W2[k * n_C + co] * lanes_at_##T##_##ISA(row + off[k] + w0 * s, s);                      \
+                *(V_##T##_##ISA*)(outT + co * owp + w0) = a0;                                                    \
             }                                                                                            \
     }                                                                                                    \
     /* dxrow[off[k] + w·s] += Σ_co W2[k, co]·gT[co·gstride + w], four window positions at a time */    \
-    LAMINA_CLONES static void direct_row_input_grad_##T(const T* restrict gT, Py_ssize_t gstride,          \
+    LAMINA_GEMM_TARGET(TARGET) static void direct_row_input_grad_##T##_##ISA(const T* restrict gT, Py_ssize_t gstride,          \
             const T* restrict W2, const Py_ssize_t* restrict off, Py_ssize_t s, T* restrict dxrow,          \
             Py_ssize_t K, Py_ssize_t n_C, Py_ssize_t owp) {                                              \
-        for (Py_ssize_t w0 = 0; w0 < owp; w0 += 16) {                                                    \
+        for (Py_ssize_t w0 = 0; w0 < owp; w0 += L_##T##_##ISA) {                                                    \
             Py_ssize_t k = 0;                                                                            \
             for (; k + 4 <= K; k += 4) {                                                                 \
-                V_##T a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                            \
+                V_##T##_##ISA a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                            \
                 const T* wk = W2 + k * n_C;                                                              \
                 for (Py_ssize_t co = 0; co < n_C; co++) {                                                \
-                    const V_##T v = *(const V_##T*)(gT + co * gstride + w0);                             \
+                    const V_##T##_##ISA v = *(const V_##T##_##ISA*)(gT + co * gstride + w0);                             \
                     a0 += wk[co] * v; a1 += wk[n_C + co] * v;                                            \
                     a2 += wk[2 * n_C + co] * v; a3 += wk[3 * n_C + co] * v;                              \
                 }                                                                                        \
-                add_lanes_##T(dxrow + off[k] + w0 * s, s, a0);                                           \
-                add_lanes_##T(dxrow + off[k + 1] + w0 * s, s, a1);                                       \
-                add_lanes_##T(dxrow + off[k + 2] + w0 * s, s, a2);                                       \
-                add_lanes_##T(dxrow + off[k + 3] + w0 * s, s, a3);                                       \
+                add_lanes_##T##_##ISA(dxrow + off[k] + w0 * s, s, a0);                                           \
+                add_lanes_##T##_##ISA(dxrow + off[k + 1] + w0 * s, s, a1);                                       \
+                add_lanes_##T##_##ISA(dxrow + off[k + 2] + w0 * s, s, a2);                                       \
+                add_lanes_##T##_##ISA(dxrow + off[k + 3] + w0 * s, s, a3);                                       \
             }                                                                                            \
             for (; k < K; k++) {                                                                         \
-                V_##T a0 = {0};                                                                          \
+                V_##T##_##ISA a0 = {0};                                                                          \
                 for (Py_ssize_t co = 0; co < n_C; co++)                                                  \
-                    a0 += W2[k * n_C + co] * *(const V_##T*)(gT + co * gstride + w0);                    \
-                add_lanes_##T(dxrow + off[k] + w0 * s, s, a0);                                           \
+                    a0 += W2[k * n_C + co] * *(const V_##T##_##ISA*)(gT + co * gstride + w0);                    \
+                add_lanes_##T##_##ISA(dxrow + off[k] + w0 * s, s, a0);                                           \
             }                                                                                            \
         }                                                                                                \
     }                                                                                                    \
-    /* lanes[k, co, l] += Σ_h Σ_blocks xT[off[k] + h·s·Wp + (w0 + l)·s]·gT[co, h, w0 + l] over w0 + l < ow, for \
-       a whole image (gT is (n_C, oh, owp)); a partial sum per lane, four output channels at a time */   \
-    LAMINA_CLONES static void direct_image_weight_grad_##T(const T* restrict xT, Py_ssize_t Wp,            \
-            const Py_ssize_t* restrict off, Py_ssize_t s, const T* restrict gT, T* restrict lanes,          \
-            Py_ssize_t K, Py_ssize_t n_C, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t owp) {                   \
-        lamina_mask_##T last;     /* the lanes of the last block inside the row (x may hold inf past it) */ \
-        for (int l = 0; l < 16; l++) last[l] = owp - 16 + l < ow ? -1 : 0;                               \
+    /* lanes[k, co, l] += Σ_h Σ_blocks xT[off[k] + h·s·Wp + (w0 + l)·s]·gT[co, h, w0 + l] over w0 + l < ow, for\
+       a whole image (gT is (n_C, oh, owp)); a partial sum per lane (the first L of each (k, co)'s LANES),\
+       four output channels at a time */                                                                 \
+    LAMINA_GEMM_TARGET(TARGET) static void direct_image_weight_grad_##T##_##ISA(const T* restrict xT,    \
+            Py_ssize_t Wp, const Py_ssize_t* restrict off, Py_ssize_t s, const T* restrict gT, T* restrict lanes,\
+            Py_ssize_t K, Py_ssize_t n_C, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t owp) {                \
+        typedef V_##T##_##ISA V;                                                                         \
+        const int L = L_##T##_##ISA;                                                                     \
+        M_##T##_##ISA tail;     /* the lanes of the block at ow's end inside the row (x may hold inf past it) */\
+        for (int l = 0; l < L; l++) tail[l] = (ow - 1) / L * L + l < ow ? -1 : 0;                        \
         for (Py_ssize_t k = 0; k < K; k++) {                                                             \
             Py_ssize_t co = 0;                                                                           \
             for (; co < n_C; co += 4) {                                                                  \
                 int n = n_C - co < 4 ? (int)(n_C - co) : 4;                                              \
-                V_##T a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                            \
+                V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                                \
                 const T* g = gT + co * oh * owp;                                                         \
                 Py_ssize_t plane = oh * owp;                                                             \
                 for (Py_ssize_t h = 0; h < oh; h++)                                                      \
-                    for (Py_ssize_t w0 = 0; w0 < owp; w0 += 16) {                                        \
-                        V_##T v = lanes_at_##T(xT + off[k] + h * s * Wp + w0 * s, s);                     \
-                        if (w0 + 16 == owp) v = (V_##T)((lamina_mask_##T)v & last);                      \
+                    for (Py_ssize_t w0 = 0; w0 < ow; w0 += L) {     /* blocks past ow add nothing */     \
+                        V v = lanes_at_##T##_##ISA(xT + off[k] + h * s * Wp + w0 * s, s);                \
+                        if (w0 + L > ow) v = (V)((M_##T##_##ISA)v & tail);                               \
                         const T* gp = g + h * owp + w0;                                                  \
-                        a0 += v * *(const V_##T*)gp;                                                     \
-                        if (n > 1) a1 += v * *(const V_##T*)(gp + plane);                                \
-                        if (n > 2) a2 += v * *(const V_##T*)(gp + 2 * plane);                            \
-                        if (n > 3) a3 += v * *(const V_##T*)(gp + 3 * plane);                            \
+                        a0 += v * *(const V*)gp;                                                         \
+                        if (n > 1) a1 += v * *(const V*)(gp + plane);                                    \
+                        if (n > 2) a2 += v * *(const V*)(gp + 2 * plane);                                \
+                        if (n > 3) a3 += v * *(const V*)(gp + 3 * plane);                                \
                     }                                                                                    \
-                V_##T* dst = (V_##T*)(lanes + (k * n_C + co) * 16);                                      \
+                V* dst = (V*)(lanes + (k * n_C + co) * 16);     /* dst[j·16/L]: channel co + j */        \
                 dst[0] += a0;                                                                            \
-                if (n > 1) dst[1] += a1;                                                                 \
-                if (n > 2) dst[2] += a2;                                                                 \
-                if (n > 3) dst[3] += a3;                                                                 \
+                if (n > 1) dst[16 / L] += a1;                                                            \
+                if (n > 2) dst[2 * 16 / L] += a2;                                                        \
+                if (n > 3) dst[3 * 16 / L] += a3;                                                        \
             }                                                                                            \
         }                                                                                                \
     }
-    LAMINA_DIRECT(float)
-    LAMINA_DIRECT(double)
+    #if LAMINA_GEMM_DISPATCH
+    LAMINA_DIRECT(float, avx512, "arch=x86-64-v4", 64, int32_t)
+    LAMINA_DIRECT(double, avx512, "arch=x86-64-v4", 64, int64_t)
+    LAMINA_DIRECT(float, avx2, "arch=x86-64-v3", 32, int32_t)
+    LAMINA_DIRECT(double, avx2, "arch=x86-64-v3", 32, int64_t)
+    #define LAMINA_DIRECT_PICK(f, T, ...) switch (lamina_gemm_isa()) {                                      \
+        case 2: f##_##T##_avx512(__VA_ARGS__); break;                                                    \
+        case 1: f##_##T##_avx2(__VA_ARGS__); break;                                                      \
+        default: f##_##T##_base(__VA_ARGS__);                                                            \
+    }
+    #else
+    #define LAMINA_DIRECT_PICK(f, T, ...) f##_##T##_base(__VA_ARGS__);
+    #endif
+    LAMINA_DIRECT(float, base, "arch=x86-64", 16, int32_t)
+    LAMINA_DIRECT(double, base, "arch=x86-64", 16, int64_t)
+    /* the entry points: each runs the instantiation of the CPU's instruction set */
+    #define LAMINA_DIRECT_ENTRIES(T)                                                                         \
+    static void direct_row_forward_##T(const T* row, const Py_ssize_t* off, Py_ssize_t s, const T* W2,      \
+            const T* b, T* outT, Py_ssize_t K, Py_ssize_t n_C, Py_ssize_t owp) {                             \
+        LAMINA_DIRECT_PICK(direct_row_forward, T, row, off, s, W2, b, outT, K, n_C, owp)                     \
+    }                                                                                                    \
+    static void direct_row_input_grad_##T(const T* gT, Py_ssize_t gstride, const T* W2, const Py_ssize_t* off, \
+            Py_ssize_t s, T* dxrow, Py_ssize_t K, Py_ssize_t n_C, Py_ssize_t owp) {                          \
+        LAMINA_DIRECT_PICK(direct_row_input_grad, T, gT, gstride, W2, off, s, dxrow, K, n_C, owp)            \
+    }                                                                                                    \
+    static void direct_image_weight_grad_##T(const T* xT, Py_ssize_t Wp, const Py_ssize_t* off, Py_ssize_t s, \
+            const T* gT, T* lanes, Py_ssize_t K, Py_ssize_t n_C, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t owp) { \
+        LAMINA_DIRECT_PICK(direct_image_weight_grad, T, xT, Wp, off, s, gT, lanes, K, n_C, oh, ow, owp)      \
+    }
+    LAMINA_DIRECT_ENTRIES(float)
+    LAMINA_DIRECT_ENTRIES(double)
     """
     void direct_row_forward_float(const float*, const Py_ssize_t*, Py_ssize_t, const float*, const float*, float*,
                                   Py_ssize_t, Py_ssize_t, Py_ssize_t) nogil
