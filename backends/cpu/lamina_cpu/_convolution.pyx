@@ -348,13 +348,6 @@ cdef extern from *:
     LAMINA_DIRECT(double, avx512, "arch=x86-64-v4", 64, int64_t)
     LAMINA_DIRECT(float, avx2, "arch=x86-64-v3", 32, int32_t)
     LAMINA_DIRECT(double, avx2, "arch=x86-64-v3", 32, int64_t)
-    #define LAMINA_DIRECT_PICK(f, T, ...) switch (lamina_gemm_isa()) {                                      \
-        case 2: f##_##T##_avx512(__VA_ARGS__); break;                                                    \
-        case 1: f##_##T##_avx2(__VA_ARGS__); break;                                                      \
-        default: f##_##T##_base(__VA_ARGS__);                                                            \
-    }
-    #else
-    #define LAMINA_DIRECT_PICK(f, T, ...) f##_##T##_base(__VA_ARGS__);
     #endif
     LAMINA_DIRECT(float, base, "arch=x86-64", 16, int32_t)
     LAMINA_DIRECT(double, base, "arch=x86-64", 16, int64_t)
@@ -362,15 +355,15 @@ cdef extern from *:
     #define LAMINA_DIRECT_ENTRIES(T)                                                                         \
     static void direct_row_forward_##T(const T* row, const Py_ssize_t* off, Py_ssize_t s, const T* W2,      \
             const T* b, T* outT, Py_ssize_t K, Py_ssize_t n_C, Py_ssize_t owp) {                             \
-        LAMINA_DIRECT_PICK(direct_row_forward, T, row, off, s, W2, b, outT, K, n_C, owp)                     \
+        LAMINA_ISA_CALL(direct_row_forward_##T, row, off, s, W2, b, outT, K, n_C, owp)                     \
     }                                                                                                    \
     static void direct_row_input_grad_##T(const T* gT, Py_ssize_t gstride, const T* W2, const Py_ssize_t* off, \
             Py_ssize_t s, T* dxrow, Py_ssize_t K, Py_ssize_t n_C, Py_ssize_t owp) {                          \
-        LAMINA_DIRECT_PICK(direct_row_input_grad, T, gT, gstride, W2, off, s, dxrow, K, n_C, owp)            \
+        LAMINA_ISA_CALL(direct_row_input_grad_##T, gT, gstride, W2, off, s, dxrow, K, n_C, owp)            \
     }                                                                                                    \
     static void direct_image_weight_grad_##T(const T* xT, Py_ssize_t Wp, const Py_ssize_t* off, Py_ssize_t s, \
             const T* gT, T* lanes, Py_ssize_t K, Py_ssize_t n_C, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t owp) { \
-        LAMINA_DIRECT_PICK(direct_image_weight_grad, T, xT, Wp, off, s, gT, lanes, K, n_C, oh, ow, owp)      \
+        LAMINA_ISA_CALL(direct_image_weight_grad_##T, xT, Wp, off, s, gT, lanes, K, n_C, oh, ow, owp)      \
     }
     LAMINA_DIRECT_ENTRIES(float)
     LAMINA_DIRECT_ENTRIES(double)

@@ -142,23 +142,21 @@ static int lamina_gemm_isa(void) {
 #endif
 }
 
+/* f_avx512(...), f_avx2(...) or f_base(...): the instantiation of the CPU's instruction set */
 #if LAMINA_GEMM_DISPATCH
-#define LAMINA_GEMM_PICK(T)                                                                                  \
-static void lamina_gemm_##T(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const T* A, Py_ssize_t lda, int trans_a, \
-        const T* B, Py_ssize_t ldb, T* C, Py_ssize_t ldc, int accumulate) {                                  \
-    switch (lamina_gemm_isa()) {                                                                             \
-    case 2: lamina_gemm_##T##_avx512(m, n, k, A, lda, trans_a, B, ldb, C, ldc, accumulate); break;          \
-    case 1: lamina_gemm_##T##_avx2(m, n, k, A, lda, trans_a, B, ldb, C, ldc, accumulate); break;            \
-    default: lamina_gemm_##T##_base(m, n, k, A, lda, trans_a, B, ldb, C, ldc, accumulate);                  \
-    }                                                                                                        \
+#define LAMINA_ISA_CALL(f, ...) switch (lamina_gemm_isa()) {                                                  \
+    case 2: f##_avx512(__VA_ARGS__); break;                                                                  \
+    case 1: f##_avx2(__VA_ARGS__); break;                                                                    \
+    default: f##_base(__VA_ARGS__);                                                                          \
 }
 #else
+#define LAMINA_ISA_CALL(f, ...) f##_base(__VA_ARGS__);
+#endif
 #define LAMINA_GEMM_PICK(T)                                                                                  \
 static void lamina_gemm_##T(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const T* A, Py_ssize_t lda, int trans_a, \
         const T* B, Py_ssize_t ldb, T* C, Py_ssize_t ldc, int accumulate) {                                  \
-    lamina_gemm_##T##_base(m, n, k, A, lda, trans_a, B, ldb, C, ldc, accumulate);                           \
+    LAMINA_ISA_CALL(lamina_gemm_##T, m, n, k, A, lda, trans_a, B, ldb, C, ldc, accumulate)                   \
 }
-#endif
 LAMINA_GEMM_PICK(float)
 LAMINA_GEMM_PICK(double)
 
