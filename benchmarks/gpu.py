@@ -6,8 +6,9 @@
    the 4096³ float32 matrix product (TFLOP/s against the card's FP32 peak), a product the size of an
    LSTM step's (64×256 · 256×1024) with each tiling, conv2d forward+backward
    (32×56×56×64 → 64 filters 3×3 same), LSTM forward+backward (batch 64, T 100, input 128,
-   hidden 256) and one digits-mlp training epoch. Each time is the median of repeated runs after
-   warm-up runs (which include Numba's compilation), synchronised with the device.
+   hidden 256; the persistent kernel and the step-by-step recurrence) and one digits-mlp training
+   epoch. Each time is the median of repeated runs after warm-up runs (which include Numba's
+   compilation), synchronised with the device.
 2. The CUDA backend's tests with pytest, on the GPU: the conformance suite, gradient checks, the
    fused kernels and every core recipe training with --backend cuda (tests/test_cuda_*.py; the
    tests the simulator leaves out run here).
@@ -163,17 +164,20 @@ def run_tests(timeout: int, log: Path | None = None) -> list[str]:
 
 def sanitize() -> list[str]:
     lines = ["compute-sanitizer:"]
-    for tool, selection in (("memcheck", "conforms and (matmul or sum or max or getitem or softmax or conv2d "
-                                         "or max_pool2d or lstm or embedding)"),
-                            ("racecheck", "conforms and (matmul or sum or max) and float32")):
+    conformance, recurrent = "tests/test_cuda_backend.py", "tests/test_cuda_recurrent.py"
+    for tool, tests, selection in (("memcheck", conformance, "conforms and (matmul or sum or max or getitem or softmax "
+                                                             "or conv2d or max_pool2d or lstm or embedding)"),
+                                   ("racecheck", conformance, "conforms and (matmul or sum or max) and float32"),
+                                   ("memcheck", recurrent, "persistent"), ("racecheck", recurrent, "persistent")):
         command = ["compute-sanitizer", "--tool", tool, "--error-exitcode", "99", sys.executable, "-m", "pytest",
-                   "-q", "-p", "no:cacheprovider", "tests/test_cuda_backend.py", "-k", selection]
+                   "-q", "-p", "no:cacheprovider", tests, "-k", selection]
         try:
             result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
             errors = [line for line in result.stdout.splitlines() if "ERROR SUMMARY" in line or "RACECHECK SUMMARY"
                       in line]
             tail = result.stdout.strip().splitlines()[-1:] if result.stdout.strip() else [result.stderr[-300:]]
-            lines.append(f"    {tool}: exit {result.returncode}; {'; '.join(errors[-2:] or tail)}")
+            lines.append(f"    {tool} ({tests} -k {selection[:40]}): exit {result.returncode}; "
+                         f"{'; '.join(errors[-2:] or tail)}")
         except (OSError, subprocess.TimeoutExpired) as err:
             lines.append(f"    {tool}: not run ({type(err).__name__}: {err})")
     return lines
@@ -367,6 +371,8 @@ def bench_conv2d(name, torch, sync):
 
 
 def bench_lstm(name, torch, sync):
+    from lamina_cuda.kernels import persistent
+
     from lamina.ops import call
 
     import lamina as lm
@@ -389,9 +395,20 @@ def bench_lstm(name, torch, sync):
         out = out[0] if isinstance(out, tuple) else out
         out.backward(g)
 
-    ours = timed(ours_step, sync, repeats=5)
+    ways = {}           # the persistent kernel (when its plan fits) and the step-by-step recurrence
+    for way, setting in (("persistent", "1"), ("step by step", "0")):
+        previous = os.environ.get(persistent.ENVIRONMENT)
+        os.environ[persistent.ENVIRONMENT] = setting
+        try:
+            if setting == "0" or persistent.plan(np.dtype(np.float32), m, n_a):
+                ways[way] = timed(ours_step, sync, repeats=5)
+        finally:
+            if previous is None:
+                del os.environ[persistent.ENVIRONMENT]
+            else:
+                os.environ[persistent.ENVIRONMENT] = previous
     if torch is None:
-        return [(name, _ms(ours), "PyTorch not importable", "", "")]
+        return [(f"{name} ({way})", _ms(ours), "PyTorch not importable", "", "") for way, ours in ways.items()]
     lstm = torch.nn.LSTM(n_x, n_a, batch_first=True).cuda()
     tx = torch.from_numpy(host["x"]).cuda().requires_grad_()
     tg = torch.from_numpy(g.numpy()).cuda()
@@ -402,7 +419,7 @@ def bench_lstm(name, torch, sync):
         lstm(tx)[0].backward(tg)
 
     theirs = timed(torch_step, torch.cuda.synchronize, repeats=5)
-    return [_row(name, ours, "PyTorch (cuDNN)", theirs)]
+    return [_row(f"{name} ({way})", ours, "PyTorch (cuDNN)", theirs) for way, ours in ways.items()]
 
 
 def bench_mlp_epoch(name, torch, sync):

@@ -1,4 +1,4 @@
-"""What the CUDA backend's matrix product compiles to, without a GPU: NVVM's PTX, ptxas's register and
+"""What the CUDA backend's matrix product and persistent LSTM compile to, without a GPU: NVVM's PTX, ptxas's register and
 spill counts, and the instruction mix of the innermost loop in the SASS.
 
     pip install "numba-cuda[cu12]"            # NVVM and ptxas (no driver or GPU needed)
@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -47,24 +48,61 @@ def opcode(text: str) -> str:
     return (words[1] if words[0].startswith("@") else words[0]).split(".")[0]
 
 
+def functions(sass: str) -> dict[str, str]:
+    """cuobjdump's SASS split per function (a relocatable object holds the runtime's helpers too)."""
+    parts = re.split(r"Function : (\S+)", sass)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
 def innermost_loop(sass: str) -> list[str]:
-    """The instructions of the smallest backward-branching loop around the first FMA."""
+    """The instructions of the smallest backward-branching loop around a fused multiply-add."""
     code = [(int(address, 16), text.strip()) for address, text in INSTRUCTION.findall(sass)]
-    first = min(address for address, text in code if opcode(text) in ("FFMA", "DFMA"))
+    fma = [address for address, text in code if opcode(text) in ("FFMA", "DFMA")]
     loops = []
     for address, text in code:
         target = re.search(r"BRA\s+(?:`\(\.L_x_\d+\)|0x([0-9a-f]+))", text)
         if opcode(text) == "BRA" and target and target.group(1):
             start = int(target.group(1), 16)
-            if start <= first <= address:
+            if any(start <= at <= address for at in fma):
                 loops.append((address - start, start, address))
     _, start, end = min(loops)
     return [text for address, text in code if start <= address <= end]
 
 
+def compile_report(name: str, kernel, signature: tuple, cc: tuple, ptxas: str, cuobjdump: str | None,
+                   relocatable: bool = False) -> list[str]:
+    """ptxas's register and spill counts for `kernel` compiled for `signature`, the PTX's shared loads, and the
+    instruction mix of its innermost FMA loop. `relocatable` kernels (grid sync) call the device runtime, linked
+    at load time, so ptxas compiles them with -c."""
+    from numba import cuda
+
+    ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=cc,
+                              launch_bounds=kernel.targetoptions.get("launch_bounds"))
+    with tempfile.TemporaryDirectory() as folder:
+        source, binary = Path(folder) / "kernel.ptx", Path(folder) / "kernel.cubin"
+        source.write_text(ptx)
+        info = subprocess.run([ptxas, "-v", *(["-c"] if relocatable else []), f"-arch=sm_{cc[0]}{cc[1]}", str(source),
+                               "-o", str(binary)], capture_output=True, text=True, check=True).stderr
+        usage = "; ".join(line.split(":", 1)[-1].strip() for line in info.splitlines()
+                          if ("registers" in line or "spill" in line) and "cuda_sm" not in line)
+        lines = [f"{name}: {usage}",
+                 f"  PTX shared loads: {ptx.count('ld.shared.v4')} v4, {ptx.count('ld.shared.v2')} v2, "
+                 f"{len(re.findall(r'ld.shared.f(?:32|64)', ptx))} scalar"]
+        if cuobjdump:
+            sass = subprocess.run([cuobjdump, "-sass", str(binary)], capture_output=True, text=True,
+                                  check=True).stdout
+            body = next(text for function, text in functions(sass).items() if kernel.py_func.__name__ in function)
+            loop = innermost_loop(body)
+            mix = Counter(opcode(text) for text in loop)
+            fma = mix["FFMA"] + mix["DFMA"]
+            lines.append(f"  innermost loop: {len(loop)} instructions, {fma} FMA ({fma / len(loop):.0%}); "
+                         + ", ".join(f"{op} {n}" for op, n in mix.most_common()))
+    return lines
+
+
 def report(dtype, tiling, trans_a: bool, trans_b: bool, cc: tuple, ptxas: str, cuobjdump: str | None) -> str:
     import numba
-    from numba import cuda, types
+    from numba import types
 
     from lamina_cuda.kernels.matmul import gemm_kernel
 
@@ -72,27 +110,31 @@ def report(dtype, tiling, trans_a: bool, trans_b: bool, cc: tuple, ptxas: str, c
     array = types.Array(numba.from_dtype(np.dtype(dtype)), 1, "C")
     offsets = types.Array(types.int64, 1, "C")
     signature = (array, array, array, types.int64, types.int64, types.int64, offsets, offsets)
-    ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=cc,
-                              launch_bounds=kernel.targetoptions.get("launch_bounds"))
-    with tempfile.TemporaryDirectory() as folder:
-        source, binary = Path(folder) / "gemm.ptx", Path(folder) / "gemm.cubin"
-        source.write_text(ptx)
-        info = subprocess.run([ptxas, "-v", f"-arch=sm_{cc[0]}{cc[1]}", str(source), "-o", str(binary)],
-                              capture_output=True, text=True, check=True).stderr
-        usage = "; ".join(line.split(":", 1)[-1].strip() for line in info.splitlines()
-                         if "registers" in line or "spill" in line)
-        name = f"{np.dtype(dtype)} {'Aᵀ' if trans_a else 'A'}·{'Bᵀ' if trans_b else 'B'}, tiling {tiling}"
-        lines = [f"{name}: {usage}",
-                 f"  PTX shared loads: {ptx.count('ld.shared.v4')} v4, {ptx.count('ld.shared.v2')} v2, "
-                 f"{len(re.findall(r'ld.shared.f(?:32|64)', ptx))} scalar"]
-        if cuobjdump:
-            sass = subprocess.run([cuobjdump, "-sass", str(binary)], capture_output=True, text=True,
-                                  check=True).stdout
-            loop = innermost_loop(sass)
-            mix = Counter(opcode(text) for text in loop)
-            fma = mix["FFMA"] + mix["DFMA"]
-            lines.append(f"  innermost loop: {len(loop)} instructions, {fma} FMA ({fma / len(loop):.0%}); "
-                         + ", ".join(f"{op} {n}" for op, n in mix.most_common()))
+    name = f"{np.dtype(dtype)} {'Aᵀ' if trans_a else 'A'}·{'Bᵀ' if trans_b else 'B'}, tiling {tiling}"
+    return "\n".join(compile_report(name, kernel, signature, cc, ptxas, cuobjdump))
+
+
+def report_persistent_lstm(dtype, cc: tuple, ptxas: str, cuobjdump: str | None) -> str:
+    """The LSTM's persistent kernels (kernels/persistent.py), without peepholes. Their cell functions are device
+    functions, which Numba compiles for the current device: without a GPU, one of compute capability `cc` stands in."""
+    import numba
+    import numba.cuda.dispatcher
+    from numba import types
+
+    from lamina_cuda.kernels import persistent, recurrent
+
+    numba.cuda.dispatcher.get_current_device = lambda: SimpleNamespace(compute_capability=cc)
+    forward, backward = persistent.lstm_kernels(np.dtype(dtype), recurrent._lstm_cell, recurrent._lstm_cell_backward)
+    array, flags = types.Array(numba.from_dtype(np.dtype(dtype)), 1, "C"), types.Array(types.uint8, 1, "C")
+    i64, boolean = types.int64, types.boolean
+    forward_signature = (array, array, flags, boolean, array, array, flags, boolean, i64, i64, i64, array, i64, boolean,
+                         i64, i64, i64)
+    backward_signature = (array, array, array, flags, boolean, array, array, array, array, flags, boolean, i64, i64,
+                          i64, i64, boolean, i64, i64)
+    lines = compile_report(f"{np.dtype(dtype)} persistent LSTM forward", forward, forward_signature, cc, ptxas,
+                           cuobjdump, relocatable=True)
+    lines += compile_report(f"{np.dtype(dtype)} persistent LSTM backward", backward, backward_signature, cc, ptxas,
+                            cuobjdump, relocatable=True)
     return "\n".join(lines)
 
 
@@ -117,6 +159,8 @@ def main() -> int:
                 ((False, False),)
             for trans_a, trans_b in pairs:
                 print(report(dtype, tiling, trans_a, trans_b, cc, ptxas, cuobjdump))
+    for dtype in GPU_TILINGS:
+        print(report_persistent_lstm(dtype, cc, ptxas, cuobjdump))
     if cuobjdump is None:
         print("(cuobjdump not found, so no SASS: set CUOBJDUMP)")
     return 0

@@ -16,7 +16,8 @@ from lamina.gradcheck import gradcheck
 from lamina.ops import call
 from lamina.tensor import Tensor
 from lamina.testing import run_layer_test
-from lamina_cuda.kernels import joining, recurrent
+from lamina_cuda import device
+from lamina_cuda.kernels import joining, persistent, recurrent
 from test_recurrent import torch_peephole_lstm, torch_reference, torch_seed_gru
 
 TOLERANCE = {"float64": 1e-10, "float32": 2e-5}
@@ -40,13 +41,13 @@ def cpu():
     return load_backend("cpu")
 
 
-def sequence_inputs(op, rng, peephole=False, dtype="float64", m=M, steps=T):
+def sequence_inputs(op, rng, peephole=False, dtype="float64", m=M, steps=T, n_a=N_A):
     """x, a<0> [, c<0>], W_x, W_a, biases (GRU: b_x, b_a) [, P] as NumPy arrays."""
-    G = N_GATES[op] * N_A
+    G = N_GATES[op] * n_a
     r = lambda *s: (rng.standard_normal(s) * 0.6).astype(dtype)  # noqa: E731
-    states = [r(m, N_A) for _ in range(2 if op == "lstm" else 1)]
+    states = [r(m, n_a) for _ in range(2 if op == "lstm" else 1)]
     biases = [r(G) for _ in range(2 if op == "gru" else 1)]
-    return [r(m, steps, N_X), *states, r(N_X, G), r(N_A, G), *biases] + ([r(3, N_A)] if peephole else [])
+    return [r(m, steps, N_X), *states, r(N_X, G), r(n_a, G), *biases] + ([r(3, n_a)] if peephole else [])
 
 
 def run(backend, op, arrays, upstream, requires_grad=None, **attrs):
@@ -125,6 +126,51 @@ def test_padded_steps_output_zero_and_carry_the_state(cuda):
     alone = call(op, *skipped, returns="both").numpy()[0]
     close(out[2, [0, 2, 3]], alone[:3], "float64")
     close(out[2, T:], alone[3:], "float64")
+
+
+# ---- the LSTM's persistent kernel (one cooperative launch per direction) and its step-by-step fallback -------
+#: (hidden units, units per chunk or None for the default plan, or "steps" for LAMINA_CUDA_PERSISTENT_RNN=0):
+#: one chunk; three chunks of one unit with 2 threads per (example, unit) pair; 2 + 1 units (a short last chunk)
+LSTM_RUNS = {"one-chunk": (2, None), "chunks-of-1": (3, 1), "short-last-chunk": (3, 2), "step-by-step": (2, "steps")}
+
+
+@pytest.mark.parametrize("peephole", [False, True], ids=["lstm", "peephole"])
+@pytest.mark.parametrize("how", list(LSTM_RUNS))
+def test_lstm_persistent_and_stepwise_match_cpu_kernels(cuda, cpu, monkeypatch, how, peephole):
+    """Every way of running the LSTM gives the CPU kernels' output and gradients (mask with a hole, final states),
+    and the persistent kernel ran exactly when planned: once forward, once backward. In the simulator the
+    cooperative grid is one block, so chunks past the first are the block's to restage at every step."""
+    n_a, units = LSTM_RUNS[how]
+    launches = []
+    launch = persistent.launch
+    monkeypatch.setattr(persistent, "launch", lambda *a: launches.append(a[1]) or launch(*a))
+    if units == "steps":
+        monkeypatch.setenv(persistent.ENVIRONMENT, "0")
+    elif units is not None:
+        plan = persistent.plan
+        monkeypatch.setattr(persistent, "plan", lambda dtype, m, n: plan(dtype, m, n, units=units))
+    rng = np.random.default_rng(23)
+    arrays = sequence_inputs("lstm", rng, peephole, n_a=n_a)
+    attrs = dict(returns="both", mask=MASKS["padded"])
+    upstream = rng.standard_normal((M, T + 2, n_a))
+    assert_same_run(run(cuda, "lstm", arrays, upstream, **attrs), run(cpu, "lstm", arrays, upstream, **attrs),
+                    "float64")
+    if units == "steps":
+        assert launches == []
+    else:
+        assert len(launches) == 2 and launches[0] is launches[1]
+        if units is not None:
+            assert launches[0].units == units and launches[0].chunks == -(-n_a // units) > 1
+            if device.simulator() and units == 1:
+                assert launches[0].segments == 2            # 8 threads over 3 (example, unit) pairs
+
+
+def test_persistent_plan_declines_what_shared_memory_cannot_hold(monkeypatch):
+    monkeypatch.delenv(persistent.ENVIRONMENT, raising=False)
+    assert persistent.plan(np.dtype(np.float32), 4, 8, units=2).shared_bytes <= persistent.SHARED_LIMIT
+    assert persistent.plan(np.dtype(np.float64), 4, 4096, units=2) is None       # 4·4096·2 doubles = 256 KiB
+    monkeypatch.setenv(persistent.ENVIRONMENT, "0")
+    assert persistent.plan(np.dtype(np.float32), 4, 8) is None
 
 
 # ---- against PyTorch (the weight mapping and the torch formulas of tests/test_recurrent.py) ---------------

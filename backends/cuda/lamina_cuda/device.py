@@ -71,6 +71,15 @@ def launch_1d(n: int) -> tuple[int, int]:
     return max(1, min(math.ceil(n / THREADS), 65535)), THREADS
 
 
+def cooperative_blocks(kernel, args, threads: int, shared_bytes: int) -> int:
+    """The most blocks of `threads` that can be resident together running `kernel` on `args` (the size limit of
+    a grid that synchronises); 1 in the simulator, which runs a cooperative grid as one block."""
+    if simulator():
+        return 1
+    compiled = kernel.compile(tuple(kernel.typeof_pyval(arg) for arg in args))
+    return int(compiled.max_cooperative_grid_blocks(threads, shared_bytes))
+
+
 # ---- memory ---------------------------------------------------------------------------------------
 
 def empty(shape, dtype):

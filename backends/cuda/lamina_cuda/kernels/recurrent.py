@@ -24,7 +24,7 @@ from numba import cuda
 
 from .. import device
 from . import elementwise as ew
-from . import layout, reduction
+from . import layout, persistent, reduction
 from .elementwise import _flat
 from .geometry import device_vector
 from .joining import concatenate
@@ -196,58 +196,72 @@ def _gru_reset_backward_seed(gates, H, dh, d_reset, dZx, dZru, mask, masked, t, 
 
 
 # ---- LSTM --------------------------------------------------------------------------------------------
+@cuda.jit(device=True, inline=True)
+def _lstm_cell(XW, zu, zf, zo, zc, P, peep, H, C, mask, masked, t, T, m, n, out, width, y_on, final_col, i, j):
+    """Γ_u, Γ_f, Γ_o = σ(z_k [+ P_k·c<t-1>]), c̃ = tanh(z_c), z = XW[t] + z_a (z_a = a<t-1>·W_a, passed as zu, zf, zo,
+    zc); c<t> = Γ_u·c̃ + Γ_f·c<t-1>, a<t> = Γ_o·tanh(c<t>); XW[t] becomes [Γ_u, Γ_f, Γ_o, c̃]."""
+    mn, k = m * n, i * n + j
+    row = (t * m + i) * 4 * n
+    cp = C[t * mn + k]
+    pu, pf, po = (P[j] * cp, P[n + j] * cp, P[2 * n + j] * cp) if peep else (cp * 0, cp * 0, cp * 0)
+    u = _sigmoid(XW[row + j] + zu + pu)
+    f = _sigmoid(XW[row + n + j] + zf + pf)
+    o = _sigmoid(XW[row + 2 * n + j] + zo + po)
+    cc = math.tanh(XW[row + 3 * n + j] + zc)
+    XW[row + j], XW[row + n + j], XW[row + 2 * n + j], XW[row + 3 * n + j] = u, f, o, cc
+    real = _real(mask, masked, T, i, t)
+    c_new = u * cc + f * cp if real else cp
+    C[(t + 1) * mn + k] = c_new
+    _store_state(H, o * math.tanh(c_new), real, out, t, T, k, n, mn, width, y_on, final_col)
+    if final_col >= 0 and t == T - 1:
+        _emit(out, c_new, i, final_col + 1, j, n, width)
+
+
+@cuda.jit(device=True, inline=True)
+def _lstm_cell_backward(gates, C, P, peep, dh, back, dc, dZ, g, mask, masked, t, T, m, n, width, y_on, i, j):
+    """With grad = dh + back + dY<t> (back = dZ[t+1]·W_aᵀ): dc<t> = dc + grad·Γ_o·(1 − tanh²c<t>);
+    dz_u = dc<t>·c̃·Γ_u(1 − Γ_u), dz_f = dc<t>·c<t-1>·Γ_f(1 − Γ_f), dz_o = grad·tanh c<t>·Γ_o(1 − Γ_o),
+    dz_c = dc<t>·Γ_u·(1 − c̃²); dc ← dc<t>·Γ_f [+ Σ_k dz_k·P_k], dh ← 0 (its share went into dZ) at real steps."""
+    mn, k = m * n, i * n + j
+    row = (t * m + i) * 4 * n
+    d = dh[k] + back
+    if not _real(mask, masked, T, i, t):
+        for q in range(4):
+            dZ[row + q * n + j] = d * 0
+        dh[k] = d
+        return
+    grad = d + g[(i * width + t) * n + j] if y_on else d
+    u, f, o, cc = gates[row + j], gates[row + n + j], gates[row + 2 * n + j], gates[row + 3 * n + j]
+    tc = math.tanh(C[(t + 1) * mn + k])
+    dct = dc[k] + grad * o * (1 - tc * tc)
+    dz_u = dct * cc * u * (1 - u)
+    dz_f = dct * C[t * mn + k] * f * (1 - f)
+    dz_o = grad * tc * o * (1 - o)
+    dZ[row + j], dZ[row + n + j], dZ[row + 2 * n + j] = dz_u, dz_f, dz_o
+    dZ[row + 3 * n + j] = dct * u * (1 - cc * cc)
+    dct = dct * f
+    if peep:
+        dct += dz_u * P[j] + dz_f * P[n + j] + dz_o * P[2 * n + j]
+    dc[k] = dct
+    dh[k] = d * 0
+
+
 @cuda.jit
 def _lstm_step(XW, za, P, peep, H, C, mask, masked, t, T, m, n, out, width, y_on, final_col):
-    """Γ_u, Γ_f, Γ_o = σ(z_k [+ P_k·c<t-1>]), c̃ = tanh(z_c), z = XW[t] + za (za = a<t-1>·W_a); c<t> = Γ_u·c̃ + Γ_f·c<t-1>,
-    a<t> = Γ_o·tanh(c<t>); XW[t] becomes [Γ_u, Γ_f, Γ_o, c̃]."""
-    G, mn = 4 * n, m * n
-    for k in range(cuda.grid(1), mn, cuda.gridsize(1)):
+    """One step's cells, za = a<t-1>·W_a (m, 4n) from the step's product."""
+    G = 4 * n
+    for k in range(cuda.grid(1), m * n, cuda.gridsize(1)):
         i, j = k // n, k % n
-        row, zrow = t * m * G + i * G, i * G
-        cp = C[t * mn + k]
-        pu, pf, po = (P[j] * cp, P[n + j] * cp, P[2 * n + j] * cp) if peep else (cp * 0, cp * 0, cp * 0)
-        u = _sigmoid(XW[row + j] + za[zrow + j] + pu)
-        f = _sigmoid(XW[row + n + j] + za[zrow + n + j] + pf)
-        o = _sigmoid(XW[row + 2 * n + j] + za[zrow + 2 * n + j] + po)
-        cc = math.tanh(XW[row + 3 * n + j] + za[zrow + 3 * n + j])
-        XW[row + j], XW[row + n + j], XW[row + 2 * n + j], XW[row + 3 * n + j] = u, f, o, cc
-        real = _real(mask, masked, T, i, t)
-        c_new = u * cc + f * cp if real else cp
-        C[(t + 1) * mn + k] = c_new
-        _store_state(H, o * math.tanh(c_new), real, out, t, T, k, n, mn, width, y_on, final_col)
-        if final_col >= 0 and t == T - 1:
-            _emit(out, c_new, i, final_col + 1, j, n, width)
+        _lstm_cell(XW, za[i * G + j], za[i * G + n + j], za[i * G + 2 * n + j], za[i * G + 3 * n + j], P, peep, H, C,
+                   mask, masked, t, T, m, n, out, width, y_on, final_col, i, j)
 
 
 @cuda.jit
 def _lstm_step_backward(gates, C, P, peep, dh, back, dc, dZ, g, mask, masked, t, T, m, n, width, y_on):
-    """With grad = dh + back + dY<t>: dc<t> = dc + grad·Γ_o·(1 − tanh²c<t>); dz_u = dc<t>·c̃·Γ_u(1 − Γ_u),
-    dz_f = dc<t>·c<t-1>·Γ_f(1 − Γ_f), dz_o = grad·tanh c<t>·Γ_o(1 − Γ_o), dz_c = dc<t>·Γ_u·(1 − c̃²);
-    dc ← dc<t>·Γ_f [+ Σ_k dz_k·P_k], dh ← 0 (its share went into dZ) at real steps."""
-    G, mn = 4 * n, m * n
-    for k in range(cuda.grid(1), mn, cuda.gridsize(1)):
-        i, j = k // n, k % n
-        row = t * m * G + i * G
-        d = dh[k] + back[k]
-        if not _real(mask, masked, T, i, t):
-            for q in range(4):
-                dZ[row + q * n + j] = d * 0
-            dh[k] = d
-            continue
-        grad = d + g[(i * width + t) * n + j] if y_on else d
-        u, f, o, cc = gates[row + j], gates[row + n + j], gates[row + 2 * n + j], gates[row + 3 * n + j]
-        tc = math.tanh(C[(t + 1) * mn + k])
-        dct = dc[k] + grad * o * (1 - tc * tc)
-        dz_u = dct * cc * u * (1 - u)
-        dz_f = dct * C[t * mn + k] * f * (1 - f)
-        dz_o = grad * tc * o * (1 - o)
-        dZ[row + j], dZ[row + n + j], dZ[row + 2 * n + j] = dz_u, dz_f, dz_o
-        dZ[row + 3 * n + j] = dct * u * (1 - cc * cc)
-        dct = dct * f
-        if peep:
-            dct += dz_u * P[j] + dz_f * P[n + j] + dz_o * P[2 * n + j]
-        dc[k] = dct
-        dh[k] = d * 0
+    """One step's cells' backward, back = dZ[t+1]·W_aᵀ (m, n) from the later step's product."""
+    for k in range(cuda.grid(1), m * n, cuda.gridsize(1)):
+        _lstm_cell_backward(gates, C, P, peep, dh, back[k], dc, dZ, g, mask, masked, t, T, m, n, width, y_on, k // n,
+                            k % n)
 
 
 @cuda.jit
@@ -335,22 +349,27 @@ def sequence(cell, x, states, W_x, W_a, b_x, b_a, P, mask, returns, reset_after)
     P_f = _flat(P) if peep else mask_d
     common = (mask_d, masked)
     tail = (out_f, width, y_on, final_col)
-    if seed_gru:
-        W_ru, W_c = _columns(W_a, 0, 2 * n), _columns(W_a, 2 * n, G)
-        gates_product, candidate_product = _StepProduct(W_ru, m, n), _StepProduct(W_c, m, n)
+    whole = persistent.plan(dtype, m, n) if cell == "lstm" else None
+    if whole:
+        forward, backward = persistent.lstm_kernels(np.dtype(dtype), _lstm_cell, _lstm_cell_backward)
+        persistent.launch(forward, whole, XW_f, _flat(W_a), P_f, peep, H_f, C_f, *common, T, m, n, *tail)
     else:
-        recurrent_product = _StepProduct(W_a, m, n)
-    for t in range(T):
-        if cell == "rnn":
-            _launch(_rnn_step, m * n, XW_f, recurrent_product(H_f, t), H_f, *common, t, T, m, n, *tail)
-        elif cell == "lstm":
-            _launch(_lstm_step, m * n, XW_f, recurrent_product(H_f, t), P_f, peep, H_f, C_f, *common, t, T, m, n,
-                    *tail)
-        elif reset_after:
-            _launch(_gru_step, m * n, XW_f, recurrent_product(H_f, t), b_a, H_f, extra_f, *common, t, T, m, n, *tail)
+        if seed_gru:
+            W_ru, W_c = _columns(W_a, 0, 2 * n), _columns(W_a, 2 * n, G)
+            gates_product, candidate_product = _StepProduct(W_ru, m, n), _StepProduct(W_c, m, n)
         else:
-            _launch(_gru_gates_seed, m * n, XW_f, gates_product(H_f, t), H_f, extra_f, t, m, n)
-            _launch(_gru_update_seed, m * n, XW_f, candidate_product(extra_f, t), H_f, *common, t, T, m, n, *tail)
+            recurrent_product = _StepProduct(W_a, m, n)
+        for t in range(T):
+            if cell == "rnn":
+                _launch(_rnn_step, m * n, XW_f, recurrent_product(H_f, t), H_f, *common, t, T, m, n, *tail)
+            elif cell == "lstm":
+                _launch(_lstm_step, m * n, XW_f, recurrent_product(H_f, t), P_f, peep, H_f, C_f, *common, t, T, m, n,
+                        *tail)
+            elif reset_after:
+                _launch(_gru_step, m * n, XW_f, recurrent_product(H_f, t), b_a, H_f, extra_f, *common, t, T, m, n, *tail)
+            else:
+                _launch(_gru_gates_seed, m * n, XW_f, gates_product(H_f, t), H_f, extra_f, t, m, n)
+                _launch(_gru_update_seed, m * n, XW_f, candidate_product(extra_f, t), H_f, *common, t, T, m, n, *tail)
 
     def backprop(g, needs=None):
         needs = needs or (True,) * (len(states) + 4 + (cell == "gru") + peep)
@@ -371,21 +390,26 @@ def sequence(cell, x, states, W_x, W_a, b_x, b_a, P, mask, returns, reset_after)
             dZc_f = dZ_f
             state_back = _StepProduct(W_a, m, G, trans_b=True)
         back = _flat(_zeros((m, n), dtype))
-        for t in range(T - 1, -1, -1):
-            if cell == "rnn":
-                _launch(_rnn_step_backward, m * n, H_f, dh, back, dZ_f, g_f, *common, t, T, m, n, width, y_on)
-            elif cell == "lstm":
-                _launch(_lstm_step_backward, m * n, XW_f, C_f, P_f, peep, dh, back, dc, dZ_f, g_f, *common, t, T, m,
-                        n, width, y_on)
-            else:
-                _launch(_gru_step_backward, m * n, XW_f, H_f, extra_f, dh, back, dZ_f, dZa_f, dZc_f, g_f, *common, t,
-                        T, m, n, width, y_on, reset_after)
-            if seed_gru:
-                _launch(_gru_reset_backward_seed, m * n, XW_f, H_f, dh, reset_product(dZc_f, t), dZ_f, dZru_f,
-                        *common, t, T, m, n)
-                back = gates_back(dZru_f, t)
-            else:
-                back = state_back(dZa_f, t)
+        if whole:
+            persistent.launch(backward, whole, XW_f, _flat(W_a), C_f, P_f, peep, dh, dc, dZ_f, g_f, *common, T, m, n,
+                              width, y_on)
+            back = state_back(dZ_f, 0)
+        else:
+            for t in range(T - 1, -1, -1):
+                if cell == "rnn":
+                    _launch(_rnn_step_backward, m * n, H_f, dh, back, dZ_f, g_f, *common, t, T, m, n, width, y_on)
+                elif cell == "lstm":
+                    _launch(_lstm_step_backward, m * n, XW_f, C_f, P_f, peep, dh, back, dc, dZ_f, g_f, *common, t, T, m,
+                            n, width, y_on)
+                else:
+                    _launch(_gru_step_backward, m * n, XW_f, H_f, extra_f, dh, back, dZ_f, dZa_f, dZc_f, g_f, *common, t,
+                            T, m, n, width, y_on, reset_after)
+                if seed_gru:
+                    _launch(_gru_reset_backward_seed, m * n, XW_f, H_f, dh, reset_product(dZc_f, t), dZ_f, dZru_f,
+                            *common, t, T, m, n)
+                    back = gates_back(dZru_f, t)
+                else:
+                    back = state_back(dZa_f, t)
         da0 = ew.add(finals[0], back.reshape((m, n)))
         dZ2, dZa2 = dZ.reshape((T * m, G)), dZa.reshape((T * m, G))
         H2 = H[:T].reshape((T * m, n))
