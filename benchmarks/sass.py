@@ -1,4 +1,4 @@
-"""What the CUDA backend's matrix product and persistent LSTM compile to, without a GPU: NVVM's PTX, ptxas's register and
+"""What the CUDA backend's matrix product and persistent recurrences compile to, without a GPU: NVVM's PTX, ptxas's register and
 spill counts, and the instruction mix of the innermost loop in the SASS.
 
     pip install "numba-cuda[cu12]"            # NVVM and ptxas (no driver or GPU needed)
@@ -100,23 +100,26 @@ def compile_report(name: str, kernel, signature: tuple, cc: tuple, ptxas: str, c
     return lines
 
 
-def report(dtype, tiling, trans_a: bool, trans_b: bool, cc: tuple, ptxas: str, cuobjdump: str | None) -> str:
+def report(dtype, tiling, trans_a: bool, trans_b: bool, cc: tuple, ptxas: str, cuobjdump: str | None,
+           with_bias: bool = False) -> str:
     import numba
     from numba import types
 
     from lamina_cuda.kernels.matmul import gemm_kernel
 
-    kernel = gemm_kernel(np.dtype(dtype), tiling, trans_a, trans_b)
+    kernel = gemm_kernel(np.dtype(dtype), tiling, trans_a, trans_b, with_bias)
     array = types.Array(numba.from_dtype(np.dtype(dtype)), 1, "C")
     offsets = types.Array(types.int64, 1, "C")
-    signature = (array, array, array, types.int64, types.int64, types.int64, offsets, offsets)
-    name = f"{np.dtype(dtype)} {'Aᵀ' if trans_a else 'A'}·{'Bᵀ' if trans_b else 'B'}, tiling {tiling}"
+    signature = (array, array, array, array, types.int64, types.int64, types.int64, offsets, offsets)
+    name = f"{np.dtype(dtype)} {'Aᵀ' if trans_a else 'A'}·{'Bᵀ' if trans_b else 'B'}{' + bias' if with_bias else ''}, " \
+           f"tiling {tiling}"
     return "\n".join(compile_report(name, kernel, signature, cc, ptxas, cuobjdump))
 
 
-def report_persistent_lstm(dtype, cc: tuple, ptxas: str, cuobjdump: str | None) -> str:
-    """The LSTM's persistent kernels (kernels/persistent.py), without peepholes. Their cell functions are device
-    functions, which Numba compiles for the current device: without a GPU, one of compute capability `cc` stands in."""
+def report_persistent(cell: str, dtype, cc: tuple, ptxas: str, cuobjdump: str | None) -> str:
+    """The persistent kernels (kernels/persistent.py) of `cell` (the LSTM without peepholes). Their cell functions
+    are device functions, which Numba compiles for the current device: without a GPU, one of compute capability
+    `cc` stands in."""
     import numba
     import numba.cuda.dispatcher
     from numba import types
@@ -124,17 +127,20 @@ def report_persistent_lstm(dtype, cc: tuple, ptxas: str, cuobjdump: str | None) 
     from lamina_cuda.kernels import persistent, recurrent
 
     numba.cuda.dispatcher.get_current_device = lambda: SimpleNamespace(compute_capability=cc)
-    forward, backward = persistent.lstm_kernels(np.dtype(dtype), recurrent._lstm_cell, recurrent._lstm_cell_backward)
+    forward, backward = persistent.kernels(np.dtype(dtype), recurrent.CELLS[cell][2], *recurrent.CELLS[cell][:2])
     array, flags = types.Array(numba.from_dtype(np.dtype(dtype)), 1, "C"), types.Array(types.uint8, 1, "C")
     i64, boolean = types.int64, types.boolean
-    forward_signature = (array, array, flags, boolean, array, array, flags, boolean, i64, i64, i64, array, i64, boolean,
-                         i64, i64, i64)
-    backward_signature = (array, array, array, flags, boolean, array, array, array, array, flags, boolean, i64, i64,
-                          i64, i64, boolean, i64, i64)
-    lines = compile_report(f"{np.dtype(dtype)} persistent LSTM forward", forward, forward_signature, cc, ptxas,
-                           cuobjdump, relocatable=True)
-    lines += compile_report(f"{np.dtype(dtype)} persistent LSTM backward", backward, backward_signature, cc, ptxas,
-                            cuobjdump, relocatable=True)
+    b_a, C, extra = (array if cell == "gru" else flags, array if cell == "lstm" else flags,
+                     array if cell == "gru" else flags)
+    forward_signature = (array, array, b_a, flags, boolean, array, C, extra, flags, boolean, i64, i64, i64, array, i64,
+                         boolean, i64, i64, i64)
+    backward_signature = (array, array, array, C, extra, flags, boolean, array, array, array, array, array, flags,
+                          boolean, i64, i64, i64, i64, boolean, i64, i64)
+    lines = []
+    for direction, kernel, signature in (("forward", forward, forward_signature),
+                                         ("backward", backward, backward_signature)):
+        lines += compile_report(f"{np.dtype(dtype)} persistent {cell} {direction}", kernel, signature, cc, ptxas,
+                                cuobjdump, relocatable=True)
     return "\n".join(lines)
 
 
@@ -159,8 +165,10 @@ def main() -> int:
                 ((False, False),)
             for trans_a, trans_b in pairs:
                 print(report(dtype, tiling, trans_a, trans_b, cc, ptxas, cuobjdump))
-    for dtype in GPU_TILINGS:
-        print(report_persistent_lstm(dtype, cc, ptxas, cuobjdump))
+        print(report(dtype, tilings[0], False, False, cc, ptxas, cuobjdump, with_bias=True))   # dense, conv2d
+    for cell in ("rnn", "gru", "lstm"):
+        for dtype in GPU_TILINGS:
+            print(report_persistent(cell, dtype, cc, ptxas, cuobjdump))
     if cuobjdump is None:
         print("(cuobjdump not found, so no SASS: set CUOBJDUMP)")
     return 0

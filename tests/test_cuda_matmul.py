@@ -1,7 +1,8 @@
 """The CUDA backend's tiled matrix product (lamina_cuda.kernels.matmul): every pair of transpositions,
 sizes off the tile grid in M, N and K (partial tiles and slices), broadcast batches, float32 and float64,
 against NumPy; tilings whose threads hold several runs of rows and columns (the GPU's arrangement) as
-well as the simulator's; the step products of the recurrences; tilings the kernel cannot split.
+well as the simulator's; the bias added in the epilogue (dense, conv2d); the step products of the
+recurrences; tilings the kernel cannot split.
 
 Without a GPU these run in Numba's CUDA simulator (tests/conftest.py), so the shapes are small."""
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from lamina.backend import load_backend      # noqa: F401  (registers the backends' plugins)
 from lamina_cuda import device
-from lamina_cuda.kernels.matmul import Tiling, gemm, gemm_kernel, tiling_for
+from lamina_cuda.kernels.matmul import Tiling, affine, gemm, gemm_kernel, tiling_for
 
 TOLERANCE = {np.float64: 1e-12, np.float32: 1e-5, np.float16: 1e-2}
 
@@ -63,6 +64,40 @@ def test_gemm_with_several_runs_per_thread(dtype, tiling, trans_a, trans_b):
     a, b = operands(rng, (), (), M, N, K, trans_a, trans_b, dtype)
     np.testing.assert_allclose(product(a, b, trans_a, trans_b, tiling=tiling), expected(a, b, trans_a, trans_b),
                                rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype] * K)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a, trans_b, batch", [(False, False, ()), (True, True, ()), (False, True, (2,))])
+def test_gemm_adds_the_bias_to_every_row_in_its_epilogue(trans_a, trans_b, batch, dtype):
+    """Partial tiles in M and N: only the written columns take a bias, each its own."""
+    rng = np.random.default_rng(3)
+    M, N, K = 17, 21, 9
+    a, b = operands(rng, batch, (), M, N, K, trans_a, trans_b, dtype)
+    bias = rng.standard_normal(N).astype(dtype)
+    got = gemm(device.to_device(a), device.to_device(b), trans_a, trans_b, bias=device.to_device(bias)).copy_to_host()
+    np.testing.assert_allclose(got, expected(a, b, trans_a, trans_b) + bias, rtol=TOLERANCE[dtype],
+                               atol=TOLERANCE[dtype] * K)
+    empty = gemm(device.to_device(a[..., :0] if not trans_a else a[..., :0, :]),
+                 device.to_device(b[:0] if not trans_b else b[:, :0]), trans_a, trans_b, bias=device.to_device(bias))
+    np.testing.assert_array_equal(empty.copy_to_host(), np.broadcast_to(bias, batch + (M, N)))   # K = 0: the bias
+
+
+@pytest.mark.parametrize("shape, dtype", [((4,), np.float32), ((3,), np.float64)],
+                         ids=["wrong-length", "wrong-dtype"])
+def test_gemm_rejects_a_bias_it_cannot_add(shape, dtype):
+    a, b = np.ones((2, 3), np.float32), np.ones((3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"gemm: bias must be a vector of 3 float32, got shape"):
+        gemm(device.to_device(a), device.to_device(b), bias=device.to_device(np.zeros(shape, dtype)))
+
+
+@pytest.mark.parametrize("bias_shape", [(5,), (1, 5), (4, 5), None], ids=["vector", "row", "full", "none"])
+def test_affine_fuses_a_vector_bias_and_adds_any_other(bias_shape):
+    """x·W + b: a vector of N goes through the epilogue, other broadcastable shapes through the elementwise add."""
+    rng = np.random.default_rng(4)
+    x, W = rng.standard_normal((4, 3)), rng.standard_normal((3, 5))
+    b = None if bias_shape is None else rng.standard_normal(bias_shape)
+    got = affine(device.to_device(x), device.to_device(W), None if b is None else device.to_device(b)).copy_to_host()
+    np.testing.assert_allclose(got, x @ W + (0 if b is None else b), rtol=1e-12, atol=1e-12)
 
 
 def test_gemm_of_empty_operands():

@@ -128,19 +128,21 @@ def test_padded_steps_output_zero_and_carry_the_state(cuda):
     close(out[2, T:], alone[3:], "float64")
 
 
-# ---- the LSTM's persistent kernel (one cooperative launch per direction) and its step-by-step fallback -------
+# ---- the persistent kernels (one cooperative launch per direction) and the step-by-step fallback -----------
 #: (hidden units, units per chunk or None for the default plan, or "steps" for LAMINA_CUDA_PERSISTENT_RNN=0):
 #: one chunk; three chunks of one unit with 2 threads per (example, unit) pair; 2 + 1 units (a short last chunk)
-LSTM_RUNS = {"one-chunk": (2, None), "chunks-of-1": (3, 1), "short-last-chunk": (3, 2), "step-by-step": (2, "steps")}
+RUNS = {"one-chunk": (2, None), "chunks-of-1": (3, 1), "short-last-chunk": (3, 2), "step-by-step": (2, "steps")}
 
 
-@pytest.mark.parametrize("peephole", [False, True], ids=["lstm", "peephole"])
-@pytest.mark.parametrize("how", list(LSTM_RUNS))
-def test_lstm_persistent_and_stepwise_match_cpu_kernels(cuda, cpu, monkeypatch, how, peephole):
-    """Every way of running the LSTM gives the CPU kernels' output and gradients (mask with a hole, final states),
-    and the persistent kernel ran exactly when planned: once forward, once backward. In the simulator the
-    cooperative grid is one block, so chunks past the first are the block's to restage at every step."""
-    n_a, units = LSTM_RUNS[how]
+@pytest.mark.parametrize("variant", ["rnn", "gru", "lstm", "peephole_lstm", "seed_gru"])
+@pytest.mark.parametrize("how", list(RUNS))
+def test_persistent_and_stepwise_match_cpu_kernels(cuda, cpu, monkeypatch, how, variant):
+    """Every way of running a recurrence gives the CPU kernels' output and gradients (mask with a hole, final
+    states), and the persistent kernel ran exactly when planned: once forward, once backward (never for the seed's
+    GRU, whose two products a step need a barrier between them). In the simulator the cooperative grid is one
+    block, so chunks past the first are the block's to restage at every step."""
+    op, attrs, peephole = VARIANTS[variant]
+    n_a, units = RUNS[how]
     launches = []
     launch = persistent.launch
     monkeypatch.setattr(persistent, "launch", lambda *a: launches.append(a[1]) or launch(*a))
@@ -148,17 +150,18 @@ def test_lstm_persistent_and_stepwise_match_cpu_kernels(cuda, cpu, monkeypatch, 
         monkeypatch.setenv(persistent.ENVIRONMENT, "0")
     elif units is not None:
         plan = persistent.plan
-        monkeypatch.setattr(persistent, "plan", lambda dtype, m, n: plan(dtype, m, n, units=units))
+        monkeypatch.setattr(persistent, "plan", lambda dtype, m, n, gates: plan(dtype, m, n, gates, units=units))
     rng = np.random.default_rng(23)
-    arrays = sequence_inputs("lstm", rng, peephole, n_a=n_a)
-    attrs = dict(returns="both", mask=MASKS["padded"])
-    upstream = rng.standard_normal((M, T + 2, n_a))
-    assert_same_run(run(cuda, "lstm", arrays, upstream, **attrs), run(cpu, "lstm", arrays, upstream, **attrs),
-                    "float64")
-    if units == "steps":
+    arrays = sequence_inputs(op, rng, peephole, n_a=n_a)
+    attrs = dict(attrs, returns="both", mask=MASKS["padded"])
+    S = 2 if op == "lstm" else 1
+    upstream = rng.standard_normal((M, T + S, n_a))
+    assert_same_run(run(cuda, op, arrays, upstream, **attrs), run(cpu, op, arrays, upstream, **attrs), "float64")
+    if units == "steps" or variant == "seed_gru":
         assert launches == []
     else:
         assert len(launches) == 2 and launches[0] is launches[1]
+        assert launches[0].gates == N_GATES[op]
         if units is not None:
             assert launches[0].units == units and launches[0].chunks == -(-n_a // units) > 1
             if device.simulator() and units == 1:
@@ -167,10 +170,11 @@ def test_lstm_persistent_and_stepwise_match_cpu_kernels(cuda, cpu, monkeypatch, 
 
 def test_persistent_plan_declines_what_shared_memory_cannot_hold(monkeypatch):
     monkeypatch.delenv(persistent.ENVIRONMENT, raising=False)
-    assert persistent.plan(np.dtype(np.float32), 4, 8, units=2).shared_bytes <= persistent.SHARED_LIMIT
-    assert persistent.plan(np.dtype(np.float64), 4, 4096, units=2) is None       # 4·4096·2 doubles = 256 KiB
+    assert persistent.plan(np.dtype(np.float32), 4, 8, 4, units=2).shared_bytes <= persistent.SHARED_LIMIT
+    assert persistent.plan(np.dtype(np.float64), 4, 4096, 4, units=2) is None     # 4·4096·2 doubles = 256 KiB
+    assert persistent.plan(np.dtype(np.float64), 4, 2048, 1, units=2) is not None  # 2048·2 doubles = 32 KiB
     monkeypatch.setenv(persistent.ENVIRONMENT, "0")
-    assert persistent.plan(np.dtype(np.float32), 4, 8) is None
+    assert persistent.plan(np.dtype(np.float32), 4, 8, 4) is None
 
 
 # ---- against PyTorch (the weight mapping and the torch formulas of tests/test_recurrent.py) ---------------

@@ -20,7 +20,7 @@ from .kernels import elementwise as ew
 from .kernels import convolution, fused, layout, normalization, reduction
 from .kernels import joining, recurrent
 from .kernels.geometry import basic_index_view
-from .kernels.matmul import gemm
+from .kernels.matmul import affine, gemm
 
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -232,9 +232,7 @@ class CudaBackend(Backend):
         X of more than two dimensions is taken as (rows, n_in)."""
         n_in = tuple(x.shape)[-1]
         x2 = x.reshape((x.size // n_in, n_in))
-        z = gemm(x2, W)
-        if b is not None:
-            z = ew.add(z, b, out=z)
+        z = affine(x2, W, b)
         needs = needs_input_grad or (True,) * (2 if b is None else 3)
 
         def backprop(g):

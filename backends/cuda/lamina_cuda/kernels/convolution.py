@@ -15,8 +15,8 @@ import numpy as np
 from numba import cuda
 
 from .. import device
-from .elementwise import _flat, add
-from .matmul import gemm, tiling_for
+from .elementwise import _flat
+from .matmul import affine, gemm, tiling_for
 from .normalization import column_sums
 from .reduction import reduce
 
@@ -124,9 +124,7 @@ def _dw_groups(m: int, width: int, c_out: int, dtype) -> int:
 def conv2d_forward(x, W, b, stride: int, top: int, left: int, out_hw: tuple):
     """Z = im2col(x)·W₂ + b, W₂ = W as (f·f·n_C_prev, n_C): (m, oh, ow, n_C)."""
     f, _, c_prev, c_out = W.shape
-    z = gemm(im2col(x, f, stride, top, left, out_hw), W.reshape((f * f * c_prev, c_out)))
-    if b is not None:
-        z = add(z, b, out=z)
+    z = affine(im2col(x, f, stride, top, left, out_hw), W.reshape((f * f * c_prev, c_out)), b)
     return z.reshape((x.shape[0],) + tuple(out_hw) + (c_out,))
 
 

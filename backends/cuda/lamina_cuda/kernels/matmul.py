@@ -20,7 +20,7 @@ import numpy as np
 from numba import cuda, uint32, uint64
 
 from .. import device
-from .elementwise import fill
+from .elementwise import add, fill
 from .geometry import device_vector
 
 #: bytes one shared load reads per thread (ld.shared.v4 of float32, v2 of float64)
@@ -117,11 +117,13 @@ def _slice_loader(width: int, BK: int, T: int, k_contiguous: bool):
 
 
 @lru_cache(maxsize=None)
-def gemm_kernel(dtype: np.dtype, tiling: Tiling, trans_a: bool, trans_b: bool):
-    """The compiled kernel for one dtype, tiling and pair of transpositions (see the module docstring).
+def gemm_kernel(dtype: np.dtype, tiling: Tiling, trans_a: bool, trans_b: bool, with_bias: bool = False):
+    """The compiled kernel for one dtype, tiling and pair of transpositions (see the module docstring);
+    `with_bias` adds bias[j] to every row of C as it is written (a dense layer's Z = X·W + b in one pass).
 
     Launch it on grid (⌈N/BN⌉, ⌈M/BM⌉, batches) with `tiling.threads` threads:
-    kernel(a, b, c, M, N, K, a_offsets, b_offsets), the operands flat and the offsets per batch."""
+    kernel(a, b, c, bias, M, N, K, a_offsets, b_offsets), the operands flat, bias a vector of N (any array of
+    the dtype when unused) and the offsets per batch."""
     BM, BN, BK, TM, TN = tiling.BM, tiling.BN, tiling.BK, tiling.TM, tiling.TN
     TY, TX, T = BM // TM, BN // TN, tiling.threads
     V = math.gcd(max(1, VECTOR_BYTES // np.dtype(dtype).itemsize), TM, TN)     # elements per run
@@ -137,7 +139,7 @@ def gemm_kernel(dtype: np.dtype, tiling: Tiling, trans_a: bool, trans_b: bool):
     A_SHARED, B_SHARED = (2, BK, BM + V), (2, BK, BN + V)   # two buffers, rows padded by a vector
 
     @cuda.jit(**options)
-    def kernel(a, b, c, M, N, K, a_offsets, b_offsets):
+    def kernel(a, b, c, bias, M, N, K, a_offsets, b_offsets):
         As = cuda.shared.array(A_SHARED, element, alignment=ALIGN)
         Bs = cuda.shared.array(B_SHARED, element, alignment=ALIGN)
         acc = cuda.local.array((TM, TN), element)
@@ -188,7 +190,7 @@ def gemm_kernel(dtype: np.dtype, tiling: Tiling, trans_a: bool, trans_b: bool):
                 for q in range(TN):
                     gj = col0 + columns + (q // V) * TX * V + q % V
                     if gj < N:
-                        c[c0 + gi * N + gj] = acc[r, q]
+                        c[c0 + gi * N + gj] = acc[r, q] + bias[gj] if with_bias else acc[r, q]
 
     return kernel
 
@@ -201,8 +203,9 @@ def _batch_offsets(batch_shape: tuple, operand_batch: tuple, matrix_size: int):
     return device_vector(tuple(int(v) * matrix_size for v in index.ravel()))
 
 
-def gemm(a, b, trans_a: bool = False, trans_b: bool = False, tiling: Tiling | None = None):
-    """op(a) @ op(b) over the broadcast batch axes; op transposes the last two axes where asked."""
+def gemm(a, b, trans_a: bool = False, trans_b: bool = False, tiling: Tiling | None = None, bias=None):
+    """op(a) @ op(b) [+ bias] over the broadcast batch axes; op transposes the last two axes where asked, and
+    `bias`, a vector of N of the result's dtype, is added to every row as the product is written."""
     a_shape, b_shape = tuple(a.shape), tuple(b.shape)
     M, K = (a_shape[-1], a_shape[-2]) if trans_a else (a_shape[-2], a_shape[-1])
     N = b_shape[-2] if trans_b else b_shape[-1]
@@ -211,12 +214,24 @@ def gemm(a, b, trans_a: bool = False, trans_b: bool = False, tiling: Tiling | No
     out = device.empty(batch + (M, N), np.result_type(a.dtype, b.dtype))
     if out.size == 0:
         return out
+    if bias is not None and (tuple(bias.shape) != (N,) or bias.dtype != out.dtype):
+        raise ValueError(f"gemm: bias must be a vector of {N} {out.dtype}, got shape {tuple(bias.shape)} and "
+                         f"dtype {bias.dtype}")
     if K == 0:
-        return fill(out, 0)
+        return fill(out, 0) if bias is None else add(fill(out, 0), bias, out=out)
     tiling = tiling or tiling_for(out.dtype, M, N, count)
     a_offsets = _batch_offsets(batch, a_shape[:-2], M * K)
     b_offsets = _batch_offsets(batch, b_shape[:-2], K * N)
     grid = (-(-N // tiling.BN), -(-M // tiling.BM), count)
-    gemm_kernel(np.dtype(out.dtype), tiling, bool(trans_a), bool(trans_b))[grid, tiling.threads](
-        a.reshape(a.size), b.reshape(b.size), out.reshape(out.size), M, N, K, a_offsets, b_offsets)
+    flat = out.reshape(out.size)
+    gemm_kernel(np.dtype(out.dtype), tiling, bool(trans_a), bool(trans_b), bias is not None)[grid, tiling.threads](
+        a.reshape(a.size), b.reshape(b.size), flat, flat if bias is None else bias, M, N, K, a_offsets, b_offsets)
     return out
+
+
+def affine(x, W, b=None):
+    """x·W + b for x (M, K), W (K, N): b joins the product's epilogue when it is a vector of N of the result's dtype,
+    else (any other broadcastable shape or dtype) it is added by the elementwise kernel."""
+    fused = b is not None and tuple(b.shape) == (W.shape[1],) and b.dtype == np.result_type(x.dtype, W.dtype)
+    z = gemm(x, W, bias=b if fused else None)
+    return z if b is None or fused else add(z, b, out=z)

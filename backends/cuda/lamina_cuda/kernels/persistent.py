@@ -1,13 +1,15 @@
-"""A whole LSTM sequence (§5.5) in one cooperative launch per direction: a persistent kernel.
+"""A whole recurrence (RNN, GRU with reset_after, LSTM: §5.1–5.5) in one cooperative launch per direction:
+a persistent kernel.
 
 The step-by-step recurrence launches two kernels per step (the product z_a = a<t-1>·W_a, then the cells), so
 a short step costs mostly launch overhead. Here every block stays resident for the whole sequence. Block b owns
 the hidden units of chunks b, b + blocks, … (chunk c = units [c·J, c·J + J)) and keeps in shared memory the
-4·J columns of W_a its units' gates need (backward: the J rows of W_a that dZ·W_aᵀ needs for them). At each
+gates·J columns of W_a its units' gates need (backward: the J rows of W_a that dZa·W_aᵀ needs for them). At each
 step it forms its units' z_a for every example, S threads per (example, unit) pair each summing an interleaved
 1/S of the inner dimension, reduced through shared memory, and runs the cells of `recurrent.py`; `grid.sync()`
-orders the steps. When there are more chunks than resident blocks a block restages the weights of each chunk
-it owns at every step: correct, only slower.
+orders the steps. A block reads back only its own units' states and the previous step's values, so the grid
+barrier is the only ordering needed. When there are more chunks than resident blocks a block restages the
+weights of each chunk it owns at every step: correct, only slower.
 
 The launch is cooperative (every block resident at once), so the grid is at most what the occupancy allows.
 The simulator runs a cooperative grid as one block, which then owns every chunk.
@@ -41,6 +43,7 @@ class Plan:
     segments: int
     itemsize: int
     n: int
+    gates: int
 
     @property
     def chunks(self) -> int:
@@ -48,14 +51,15 @@ class Plan:
 
     @property
     def shared_bytes(self) -> int:
-        """The block's weights (4·n·J) and the partial sums (4 per thread)."""
-        return (4 * self.n * self.units + 4 * self.threads) * self.itemsize
+        """The block's weights (gates·n·J) and the partial sums (gates per thread)."""
+        return self.gates * (self.n * self.units + self.threads) * self.itemsize
 
 
-def plan(dtype: np.dtype, m: int, n: int, units: int | None = None) -> Plan | None:
-    """How to run an LSTM of m examples and n hidden units persistently, or None when it should go step by step
-    (LAMINA_CUDA_PERSISTENT_RNN=0, or a chunk's weights would not fit in shared memory). By default J spreads the units over
-    the GPU's multiprocessors (all of them in one chunk in the simulator); `units` forces J."""
+def plan(dtype: np.dtype, m: int, n: int, gates: int, units: int | None = None) -> Plan | None:
+    """How to run a recurrence of m examples, n hidden units and `gates` gates (RNN 1, GRU 3, LSTM 4)
+    persistently, or None when it should go step by step (LAMINA_CUDA_PERSISTENT_RNN=0, or a chunk's weights
+    would not fit in shared memory). By default J spreads the units over the GPU's multiprocessors (all of them
+    in one chunk in the simulator); `units` forces J."""
     if os.environ.get(ENVIRONMENT, "1") == "0":
         return None
     threads = device.SIMULATOR_THREADS if device.simulator() else THREADS
@@ -63,7 +67,7 @@ def plan(dtype: np.dtype, m: int, n: int, units: int | None = None) -> Plan | No
         units = n if device.simulator() else math.ceil(n / device.multiprocessors())
     units = max(1, min(units, n))
     segments = max(1, min(threads // (m * units), n))
-    chosen = Plan(units, threads, segments, np.dtype(dtype).itemsize, n)
+    chosen = Plan(units, threads, segments, np.dtype(dtype).itemsize, n, gates)
     return chosen if chosen.shared_bytes <= SHARED_LIMIT else None
 
 
@@ -84,69 +88,67 @@ def _pair(base, slot, slots, units, m):
 
 
 @lru_cache(maxsize=None)
-def lstm_kernels(dtype: np.dtype, cell, cell_backward):
-    """(forward, backward) persistent kernels for `dtype` around the cell functions of `recurrent.py`."""
+def kernels(dtype: np.dtype, gates: int, cell, cell_backward):
+    """(forward, backward) persistent kernels for `dtype` around a cell of `recurrent.py` with `gates` gates."""
     element = numba.from_dtype(np.dtype(dtype))
 
     @cuda.jit
-    def forward(XW, W_a, P, peep, H, C, mask, masked, T, m, n, out, width, y_on, final_col, J, S):
+    def forward(XW, W_a, b_a, P, peep, H, C, extra, mask, masked, T, m, n, out, width, y_on, final_col, J, S):
         """All T steps: z_a[i, q·n + j] = Σ_k a<t-1>[i, k]·W_a[k, q·n + j] for the block's units j, then the cells."""
         shared = cuda.shared.array(0, element)
-        weights = shared[:4 * n * J]                # [k][q][jj]
-        partial = shared[4 * n * J:]                # [thread][q]
+        weights = shared[:gates * n * J]                # [k][q][jj]
+        partial = shared[gates * n * J:]                # [thread][q]: the sums, then the cell's z_a
+        z = cuda.local.array(gates, element)
         grid = cuda.cg.this_grid()
         tid, threads = cuda.threadIdx.x, cuda.blockDim.x
         slots, slot, s, chunks, keeps = _division(n, J, S)
-        G, mn = 4 * n, m * n
-        J1, J2, J3, S1, W1 = uint64(J), uint64(2 * J), uint64(3 * J), uint64(S), uint64(S * 4 * J)
+        G, mn = gates * n, m * n
+        S1, W1 = uint64(S), uint64(S * gates * J)
         for t in range(T):
             for c in range(cuda.blockIdx.x, chunks, cuda.gridDim.x):
                 j0 = c * J
                 units = min(J, n - j0)
                 if t == 0 or not keeps:
-                    for e in range(tid, 4 * n * units, threads):
+                    for e in range(tid, gates * n * units, threads):
                         q, rest = e // (n * units), e % (n * units)
                         k, jj = rest // units, rest % units
-                        weights[(k * 4 + q) * J + jj] = W_a[k * G + q * n + j0 + jj]
+                        weights[(k * gates + q) * J + jj] = W_a[k * G + q * n + j0 + jj]
                     cuda.syncthreads()
                 for base in range(0, m * units, slots):
                     i, jj, active = _pair(base, slot, slots, units, m)
-                    zu = zf = zo = zc = element(0)
+                    for q in range(gates):
+                        z[q] = 0
                     if active:                  # unsigned indices: no negative-index wraparound to test
-                        h, w = uint64(t * mn + i * n + s), uint64(s * 4 * J + jj)
+                        h, w = uint64(t * mn + i * n + s), uint64(s * gates * J + jj)
                         for _ in range((n - s + S - 1) // S):       # k = s, s + S, …
                             a = H[h]
-                            zu += a * weights[w]
-                            zf += a * weights[w + J1]
-                            zo += a * weights[w + J2]
-                            zc += a * weights[w + J3]
+                            for q in range(gates):
+                                z[q] += a * weights[w + uint64(q * J)]
                             h += S1
                             w += W1
-                    partial[4 * tid], partial[4 * tid + 1], partial[4 * tid + 2], partial[4 * tid + 3] = zu, zf, zo, zc
+                    for q in range(gates):
+                        partial[gates * tid + q] = z[q]
                     cuda.syncthreads()
                     if active and s == 0:
                         for r in range(1, S):
-                            other = 4 * (tid + r)
-                            zu += partial[other]
-                            zf += partial[other + 1]
-                            zo += partial[other + 2]
-                            zc += partial[other + 3]
-                        cell(XW, zu, zf, zo, zc, P, peep, H, C, mask, masked, t, T, m, n, out, width, y_on, final_col,
-                             i, j0 + jj)
+                            for q in range(gates):
+                                partial[gates * tid + q] += partial[gates * (tid + r) + q]
+                        cell(XW, partial, gates * tid, 1, b_a, P, peep, H, C, extra, mask, masked, t, T, m, n, out,
+                             width, y_on, final_col, i, j0 + jj)
                     cuda.syncthreads()
             grid.sync()
 
     @cuda.jit
-    def backward(gates, W_a, C, P, peep, dh, dc, dZ, g, mask, masked, T, m, n, width, y_on, J, S):
-        """All T steps backwards: back[i, j] = Σ_g dZ[t+1][i, g]·W_a[j, g] for the block's units j, then the cells'
-        backward (back = 0 at the last step)."""
+    def backward(gates_, W_a, H, C, extra, P, peep, dh, dc, dZ, dZa, g, mask, masked, T, m, n, width, y_on, J, S):
+        """All T steps backwards: back[i, j] = Σ_col dZa[t+1][i, col]·W_a[j, col] for the block's units j, then the
+        cells' backward (back = 0 at the last step). `gates_` are the forward's activated gates."""
         shared = cuda.shared.array(0, element)
-        weights = shared[:4 * n * J]                # [g][jj]
-        partial = shared[4 * n * J:]                # [thread]
+        weights = shared[:gates * n * J]                # [col][jj]
+        partial = shared[gates * n * J:]                # [thread]
         grid = cuda.cg.this_grid()
         tid, threads = cuda.threadIdx.x, cuda.blockDim.x
         slots, slot, s, chunks, keeps = _division(n, J, S)
-        G = 4 * n
+        G = gates * n
         S1, W1 = uint64(S), uint64(S * J)
         for step in range(T):
             t = T - 1 - step
@@ -164,7 +166,7 @@ def lstm_kernels(dtype: np.dtype, cell, cell_backward):
                     if active and step > 0:
                         d, w = uint64(((t + 1) * m + i) * G + s), uint64(s * J + jj)
                         for _ in range((G - s + S - 1) // S):       # columns s, s + S, …
-                            back += dZ[d] * weights[w]
+                            back += dZa[d] * weights[w]
                             d += S1
                             w += W1
                     partial[tid] = back
@@ -172,8 +174,8 @@ def lstm_kernels(dtype: np.dtype, cell, cell_backward):
                     if active and s == 0:
                         for r in range(1, S):
                             back += partial[tid + r]
-                        cell_backward(gates, C, P, peep, dh, back, dc, dZ, g, mask, masked, t, T, m, n, width, y_on,
-                                      i, j0 + jj)
+                        cell_backward(gates_, H, C, extra, P, peep, dh, back, dc, dZ, dZa, g, mask, masked, t, T, m,
+                                      n, width, y_on, i, j0 + jj)
                     cuda.syncthreads()
             grid.sync()
 

@@ -18,6 +18,7 @@ two pointwise kernels per step, forward and backward.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 from numba import cuda
@@ -66,148 +67,107 @@ def _store_state(H, new, real, out, t, T, k, n, mn, width, y_on, final_col):
     return value
 
 
-# ---- simple RNN --------------------------------------------------------------------------------------
-# Every step kernel takes the whole time-major arrays (flat) and the step t: XW, dZ (T, m, G) at t·m·G, H, C
-# (T + 1, m, n) at t·m·n (a<t-1>) and (t + 1)·m·n (a<t>), so a step creates no array views.
-@cuda.jit
-def _rnn_step(XW, za, H, mask, masked, t, T, m, n, out, width, y_on, final_col):
-    """a<t> = tanh(XW[t] + za) at real steps, a<t-1> at padded ones (za = a<t-1>·W_aa)."""
-    mn = m * n
-    for k in range(cuda.grid(1), mn, cuda.gridsize(1)):
-        _store_state(H, math.tanh(XW[t * mn + k] + za[k]), _real(mask, masked, T, k // n, t), out, t, T, k, n, mn,
-                     width, y_on, final_col)
+# ---- the cells -----------------------------------------------------------------------------------------
+# Every cell computes one (example i, unit j) of step t from the whole time-major arrays (flat): XW, dZ (T, m, G)
+# at t·m·G, H, C (T + 1, m, n) at t·m·n (a<t-1>) and (t + 1)·m·n (a<t>). They share one signature, so the step
+# kernels below and the persistent kernels (persistent.py) run any of them: forward cells read gate q of
+# z_a = a<t-1>·W_a at za[z0 + q·zs]; backward cells get back = (dZa[t+1]·W_aᵀ)[i, j]. Arguments a cell has no
+# use for (b_a, P, C, extra for the RNN) are placeholders.
+@cuda.jit(device=True, inline=True)
+def _rnn_cell(XW, za, z0, zs, b_a, P, peep, H, C, extra, mask, masked, t, T, m, n, out, width, y_on, final_col, i, j):
+    """a<t> = tanh(XW[t] + z_a) at real steps, a<t-1> at padded ones."""
+    mn, k = m * n, i * n + j
+    _store_state(H, math.tanh(XW[t * mn + k] + za[z0]), _real(mask, masked, T, i, t), out, t, T, k, n, mn, width,
+                 y_on, final_col)
 
 
-@cuda.jit
-def _rnn_step_backward(H, dh, back, dZ, g, mask, masked, t, T, m, n, width, y_on):
-    """dZ[t] = (dh + dY<t>)·(1 − a<t>²) at real steps, where dh = the carried gradient + the later step's
-    dZ·W_aaᵀ (`back`); dh keeps what a padded step carries (0 at a real one: its share went into dZ)."""
-    mn = m * n
-    for k in range(cuda.grid(1), mn, cuda.gridsize(1)):
-        i, j = k // n, k % n
-        d = dh[k] + back[k]
-        if _real(mask, masked, T, i, t):
-            grad = d + g[(i * width + t) * n + j] if y_on else d
-            a = H[(t + 1) * mn + k]
-            dZ[t * mn + k] = grad * (1 - a * a)
-            dh[k] = d * 0
-        else:
-            dZ[t * mn + k] = d * 0
-            dh[k] = d
+@cuda.jit(device=True, inline=True)
+def _rnn_cell_backward(gates, H, C, extra, P, peep, dh, back, dc, dZ, dZa, g, mask, masked, t, T, m, n, width, y_on,
+                       i, j):
+    """dZ[t] = (dh + back + dY<t>)·(1 − a<t>²) at real steps; dh keeps what a padded step carries (0 at a real one:
+    its share went into dZ)."""
+    mn, k = m * n, i * n + j
+    d = dh[k] + back
+    if _real(mask, masked, T, i, t):
+        grad = d + g[(i * width + t) * n + j] if y_on else d
+        a = H[(t + 1) * mn + k]
+        dZ[t * mn + k] = grad * (1 - a * a)
+        dh[k] = d * 0
+    else:
+        dZ[t * mn + k] = d * 0
+        dh[k] = d
 
 
-# ---- GRU ---------------------------------------------------------------------------------------------
-@cuda.jit
-def _gru_step(XW, za, b_a, H, extra, mask, masked, t, T, m, n, out, width, y_on, final_col):
-    """reset_after: Γ_r, Γ_u = σ(XW[t] + za + b_a), c̃ = tanh(XW_c + Γ_r·(za_c + b_ac)), a<t> = Γ_u·c̃ + (1 − Γ_u)·a<t-1>;
-    XW[t] becomes [Γ_r, Γ_u, c̃], extra[t] = za_c + b_ac (za = a<t-1>·W_a)."""
-    G, mn = 3 * n, m * n
-    for k in range(cuda.grid(1), mn, cuda.gridsize(1)):
-        i, j = k // n, k % n
-        row, zrow = t * m * G + i * G, i * G
-        h_prev = H[t * mn + k]
-        zc = za[zrow + 2 * n + j] + b_a[2 * n + j]
-        r = _sigmoid(XW[row + j] + za[zrow + j] + b_a[j])
-        u = _sigmoid(XW[row + n + j] + za[zrow + n + j] + b_a[n + j])
-        c = math.tanh(XW[row + 2 * n + j] + r * zc)
-        extra[t * mn + k] = zc
-        XW[row + j], XW[row + n + j], XW[row + 2 * n + j] = r, u, c
-        _store_state(H, u * c + (1 - u) * h_prev, _real(mask, masked, T, i, t), out, t, T, k, n, mn, width, y_on,
-                     final_col)
+@cuda.jit(device=True, inline=True)
+def _gru_cell(XW, za, z0, zs, b_a, P, peep, H, C, extra, mask, masked, t, T, m, n, out, width, y_on, final_col, i, j):
+    """reset_after: Γ_r, Γ_u = σ(XW[t] + z_a + b_a), c̃ = tanh(XW_c + Γ_r·(z_a,c + b_ac)), a<t> = Γ_u·c̃ + (1 − Γ_u)·a<t-1>;
+    XW[t] becomes [Γ_r, Γ_u, c̃], extra[t] = z_a,c + b_ac."""
+    mn, k = m * n, i * n + j
+    row = (t * m + i) * 3 * n
+    h_prev = H[t * mn + k]
+    zc = za[z0 + 2 * zs] + b_a[2 * n + j]
+    r = _sigmoid(XW[row + j] + za[z0] + b_a[j])
+    u = _sigmoid(XW[row + n + j] + za[z0 + zs] + b_a[n + j])
+    c = math.tanh(XW[row + 2 * n + j] + r * zc)
+    extra[t * mn + k] = zc
+    XW[row + j], XW[row + n + j], XW[row + 2 * n + j] = r, u, c
+    _store_state(H, u * c + (1 - u) * h_prev, _real(mask, masked, T, i, t), out, t, T, k, n, mn, width, y_on,
+                 final_col)
 
 
-@cuda.jit
-def _gru_gates_seed(XW, zru, H, extra, t, m, n):
-    """The seed's GRU, first half: Γ_r, Γ_u = σ(XW[t] + a<t-1>·W_a,ru) into XW[t]; extra[t] = Γ_r·a<t-1>."""
-    G, mn = 3 * n, m * n
-    for k in range(cuda.grid(1), mn, cuda.gridsize(1)):
-        i, j = k // n, k % n
-        row = t * m * G + i * G
-        r = _sigmoid(XW[row + j] + zru[i * 2 * n + j])
-        XW[row + n + j] = _sigmoid(XW[row + n + j] + zru[i * 2 * n + n + j])
-        XW[row + j] = r
-        extra[t * mn + k] = r * H[t * mn + k]
-
-
-@cuda.jit
-def _gru_update_seed(XW, zc, H, mask, masked, t, T, m, n, out, width, y_on, final_col):
-    """The seed's GRU, second half: c̃ = tanh(XW_c + (Γ_r·a<t-1>)·W_ac) into XW[t]; a<t> = Γ_u·c̃ + (1 − Γ_u)·a<t-1>."""
-    G, mn = 3 * n, m * n
-    for k in range(cuda.grid(1), mn, cuda.gridsize(1)):
-        i, j = k // n, k % n
-        row = t * m * G + i * G
-        h_prev = H[t * mn + k]
-        c = math.tanh(XW[row + 2 * n + j] + zc[k])
-        XW[row + 2 * n + j] = c
-        u = XW[row + n + j]
-        _store_state(H, u * c + (1 - u) * h_prev, _real(mask, masked, T, i, t), out, t, T, k, n, mn, width, y_on,
-                     final_col)
-
-
-@cuda.jit
-def _gru_step_backward(gates, H, extra, dh, back, dZx, dZa, dZc, g, mask, masked, t, T, m, n, width, y_on,
-                       reset_after):
+@cuda.jit(device=True, inline=True)
+def _gru_backward(gates, H, extra, dh, back, dZx, dZa, dZc, g, mask, masked, t, T, m, n, width, y_on, reset_after,
+                  i, j):
     """With grad = dh + back + dY<t>: dz_u = grad·(c̃ − a<t-1>)·Γ_u(1 − Γ_u), dz_c = grad·Γ_u·(1 − c̃²), dh ← grad·(1 − Γ_u);
     reset_after also dz_r = dz_c·extra·Γ_r(1 − Γ_r) and dZa[t] = [dz_r, dz_u, Γ_r·dz_c]. The seed's GRU leaves dz_r
     to `_gru_reset_backward_seed` and copies dz_c to dZc[t] (T, m, n) for its product with W_acᵀ."""
-    G, mn = 3 * n, m * n
-    for k in range(cuda.grid(1), mn, cuda.gridsize(1)):
-        i, j = k // n, k % n
-        row = t * m * G + i * G
-        d = dh[k] + back[k]
-        if not _real(mask, masked, T, i, t):
-            for q in range(3):
-                dZx[row + q * n + j] = d * 0
-                if reset_after:
-                    dZa[row + q * n + j] = d * 0
-            if not reset_after:
-                dZc[t * mn + k] = d * 0
-            dh[k] = d
-            continue
-        grad = d + g[(i * width + t) * n + j] if y_on else d
-        r, u, c = gates[row + j], gates[row + n + j], gates[row + 2 * n + j]
-        dz_u = grad * (c - H[t * mn + k]) * u * (1 - u)
-        dz_c = grad * u * (1 - c * c)
-        dh[k] = grad * (1 - u)
-        dZx[row + n + j] = dz_u
-        dZx[row + 2 * n + j] = dz_c
-        if reset_after:
-            dz_r = dz_c * extra[t * mn + k] * r * (1 - r)
-            dZx[row + j] = dz_r
-            dZa[row + j], dZa[row + n + j], dZa[row + 2 * n + j] = dz_r, dz_u, dz_c * r
-        else:
-            dZc[t * mn + k] = dz_c
+    mn, k = m * n, i * n + j
+    row = (t * m + i) * 3 * n
+    d = dh[k] + back
+    if not _real(mask, masked, T, i, t):
+        for q in range(3):
+            dZx[row + q * n + j] = d * 0
+            if reset_after:
+                dZa[row + q * n + j] = d * 0
+        if not reset_after:
+            dZc[t * mn + k] = d * 0
+        dh[k] = d
+        return
+    grad = d + g[(i * width + t) * n + j] if y_on else d
+    r, u, c = gates[row + j], gates[row + n + j], gates[row + 2 * n + j]
+    dz_u = grad * (c - H[t * mn + k]) * u * (1 - u)
+    dz_c = grad * u * (1 - c * c)
+    dh[k] = grad * (1 - u)
+    dZx[row + n + j] = dz_u
+    dZx[row + 2 * n + j] = dz_c
+    if reset_after:
+        dz_r = dz_c * extra[t * mn + k] * r * (1 - r)
+        dZx[row + j] = dz_r
+        dZa[row + j], dZa[row + n + j], dZa[row + 2 * n + j] = dz_r, dz_u, dz_c * r
+    else:
+        dZc[t * mn + k] = dz_c
 
 
-@cuda.jit
-def _gru_reset_backward_seed(gates, H, dh, d_reset, dZx, dZru, mask, masked, t, T, m, n):
-    """The seed's GRU: with d_reset = dz_c·W_acᵀ = ∂L/∂(Γ_r·a<t-1>): dh += d_reset·Γ_r, dz_r = d_reset·a<t-1>·Γ_r(1 − Γ_r);
-    dZru[t] (T, m, 2n) = [dz_r, dz_u] for the product with W_a,ruᵀ."""
-    G, mn = 3 * n, m * n
-    for k in range(cuda.grid(1), mn, cuda.gridsize(1)):
-        i, j = k // n, k % n
-        row, ru = t * m * G + i * G, t * m * 2 * n + i * 2 * n
-        if _real(mask, masked, T, i, t):
-            r = gates[row + j]
-            dh[k] += d_reset[k] * r
-            dZx[row + j] = d_reset[k] * H[t * mn + k] * r * (1 - r)
-        dZru[ru + j] = dZx[row + j]
-        dZru[ru + n + j] = dZx[row + n + j]
-
-
-# ---- LSTM --------------------------------------------------------------------------------------------
 @cuda.jit(device=True, inline=True)
-def _lstm_cell(XW, zu, zf, zo, zc, P, peep, H, C, mask, masked, t, T, m, n, out, width, y_on, final_col, i, j):
-    """Γ_u, Γ_f, Γ_o = σ(z_k [+ P_k·c<t-1>]), c̃ = tanh(z_c), z = XW[t] + z_a (z_a = a<t-1>·W_a, passed as zu, zf, zo,
-    zc); c<t> = Γ_u·c̃ + Γ_f·c<t-1>, a<t> = Γ_o·tanh(c<t>); XW[t] becomes [Γ_u, Γ_f, Γ_o, c̃]."""
+def _gru_cell_backward(gates, H, C, extra, P, peep, dh, back, dc, dZ, dZa, g, mask, masked, t, T, m, n, width, y_on,
+                       i, j):
+    """The reset_after GRU's backward cell (dZ the input gates' gradient, dZa the recurrent ones')."""
+    _gru_backward(gates, H, extra, dh, back, dZ, dZa, dZ, g, mask, masked, t, T, m, n, width, y_on, True, i, j)
+
+
+@cuda.jit(device=True, inline=True)
+def _lstm_cell(XW, za, z0, zs, b_a, P, peep, H, C, extra, mask, masked, t, T, m, n, out, width, y_on, final_col, i,
+               j):
+    """Γ_u, Γ_f, Γ_o = σ(z_k [+ P_k·c<t-1>]), c̃ = tanh(z_c), z = XW[t] + z_a; c<t> = Γ_u·c̃ + Γ_f·c<t-1>,
+    a<t> = Γ_o·tanh(c<t>); XW[t] becomes [Γ_u, Γ_f, Γ_o, c̃]."""
     mn, k = m * n, i * n + j
     row = (t * m + i) * 4 * n
     cp = C[t * mn + k]
     pu, pf, po = (P[j] * cp, P[n + j] * cp, P[2 * n + j] * cp) if peep else (cp * 0, cp * 0, cp * 0)
-    u = _sigmoid(XW[row + j] + zu + pu)
-    f = _sigmoid(XW[row + n + j] + zf + pf)
-    o = _sigmoid(XW[row + 2 * n + j] + zo + po)
-    cc = math.tanh(XW[row + 3 * n + j] + zc)
+    u = _sigmoid(XW[row + j] + za[z0] + pu)
+    f = _sigmoid(XW[row + n + j] + za[z0 + zs] + pf)
+    o = _sigmoid(XW[row + 2 * n + j] + za[z0 + 2 * zs] + po)
+    cc = math.tanh(XW[row + 3 * n + j] + za[z0 + 3 * zs])
     XW[row + j], XW[row + n + j], XW[row + 2 * n + j], XW[row + 3 * n + j] = u, f, o, cc
     real = _real(mask, masked, T, i, t)
     c_new = u * cc + f * cp if real else cp
@@ -218,10 +178,11 @@ def _lstm_cell(XW, zu, zf, zo, zc, P, peep, H, C, mask, masked, t, T, m, n, out,
 
 
 @cuda.jit(device=True, inline=True)
-def _lstm_cell_backward(gates, C, P, peep, dh, back, dc, dZ, g, mask, masked, t, T, m, n, width, y_on, i, j):
-    """With grad = dh + back + dY<t> (back = dZ[t+1]·W_aᵀ): dc<t> = dc + grad·Γ_o·(1 − tanh²c<t>);
-    dz_u = dc<t>·c̃·Γ_u(1 − Γ_u), dz_f = dc<t>·c<t-1>·Γ_f(1 − Γ_f), dz_o = grad·tanh c<t>·Γ_o(1 − Γ_o),
-    dz_c = dc<t>·Γ_u·(1 − c̃²); dc ← dc<t>·Γ_f [+ Σ_k dz_k·P_k], dh ← 0 (its share went into dZ) at real steps."""
+def _lstm_cell_backward(gates, H, C, extra, P, peep, dh, back, dc, dZ, dZa, g, mask, masked, t, T, m, n, width,
+                        y_on, i, j):
+    """With grad = dh + back + dY<t>: dc<t> = dc + grad·Γ_o·(1 − tanh²c<t>); dz_u = dc<t>·c̃·Γ_u(1 − Γ_u),
+    dz_f = dc<t>·c<t-1>·Γ_f(1 − Γ_f), dz_o = grad·tanh c<t>·Γ_o(1 − Γ_o), dz_c = dc<t>·Γ_u·(1 − c̃²);
+    dc ← dc<t>·Γ_f [+ Σ_k dz_k·P_k], dh ← 0 (its share went into dZ) at real steps."""
     mn, k = m * n, i * n + j
     row = (t * m + i) * 4 * n
     d = dh[k] + back
@@ -246,24 +207,86 @@ def _lstm_cell_backward(gates, C, P, peep, dh, back, dc, dZ, g, mask, masked, t,
     dh[k] = d * 0
 
 
+#: per cell: (forward cell, backward cell, gates)
+CELLS = {"rnn": (_rnn_cell, _rnn_cell_backward, 1), "gru": (_gru_cell, _gru_cell_backward, 3),
+         "lstm": (_lstm_cell, _lstm_cell_backward, 4)}
+
+
+@lru_cache(maxsize=None)
+def _step_kernels(cell, cell_backward):
+    """(step, step_backward): one step's cells over every (i, j), z_a = a<t-1>·W_a (m, G) from the step's product;
+    backward with back = dZa[t+1]·W_aᵀ (m, n) from the later step's product."""
+
+    @cuda.jit
+    def step(XW, za, b_a, P, peep, H, C, extra, mask, masked, t, T, m, n, out, width, y_on, final_col):
+        G = za.size // m
+        for k in range(cuda.grid(1), m * n, cuda.gridsize(1)):
+            i, j = k // n, k % n
+            cell(XW, za, i * G + j, n, b_a, P, peep, H, C, extra, mask, masked, t, T, m, n, out, width, y_on,
+                 final_col, i, j)
+
+    @cuda.jit
+    def step_backward(gates, H, C, extra, P, peep, dh, back, dc, dZ, dZa, g, mask, masked, t, T, m, n, width, y_on):
+        for k in range(cuda.grid(1), m * n, cuda.gridsize(1)):
+            cell_backward(gates, H, C, extra, P, peep, dh, back[k], dc, dZ, dZa, g, mask, masked, t, T, m, n, width,
+                          y_on, k // n, k % n)
+
+    return step, step_backward
+
+
+# ---- the seed's GRU (reset_after=False): two products and two pointwise kernels per step ------------------
 @cuda.jit
-def _lstm_step(XW, za, P, peep, H, C, mask, masked, t, T, m, n, out, width, y_on, final_col):
-    """One step's cells, za = a<t-1>·W_a (m, 4n) from the step's product."""
-    G = 4 * n
-    for k in range(cuda.grid(1), m * n, cuda.gridsize(1)):
+def _gru_gates_seed(XW, zru, H, extra, t, m, n):
+    """First half: Γ_r, Γ_u = σ(XW[t] + a<t-1>·W_a,ru) into XW[t]; extra[t] = Γ_r·a<t-1>."""
+    G, mn = 3 * n, m * n
+    for k in range(cuda.grid(1), mn, cuda.gridsize(1)):
         i, j = k // n, k % n
-        _lstm_cell(XW, za[i * G + j], za[i * G + n + j], za[i * G + 2 * n + j], za[i * G + 3 * n + j], P, peep, H, C,
-                   mask, masked, t, T, m, n, out, width, y_on, final_col, i, j)
+        row = t * m * G + i * G
+        r = _sigmoid(XW[row + j] + zru[i * 2 * n + j])
+        XW[row + n + j] = _sigmoid(XW[row + n + j] + zru[i * 2 * n + n + j])
+        XW[row + j] = r
+        extra[t * mn + k] = r * H[t * mn + k]
 
 
 @cuda.jit
-def _lstm_step_backward(gates, C, P, peep, dh, back, dc, dZ, g, mask, masked, t, T, m, n, width, y_on):
-    """One step's cells' backward, back = dZ[t+1]·W_aᵀ (m, n) from the later step's product."""
+def _gru_update_seed(XW, zc, H, mask, masked, t, T, m, n, out, width, y_on, final_col):
+    """Second half: c̃ = tanh(XW_c + (Γ_r·a<t-1>)·W_ac) into XW[t]; a<t> = Γ_u·c̃ + (1 − Γ_u)·a<t-1>."""
+    G, mn = 3 * n, m * n
+    for k in range(cuda.grid(1), mn, cuda.gridsize(1)):
+        i, j = k // n, k % n
+        row = t * m * G + i * G
+        h_prev = H[t * mn + k]
+        c = math.tanh(XW[row + 2 * n + j] + zc[k])
+        XW[row + 2 * n + j] = c
+        u = XW[row + n + j]
+        _store_state(H, u * c + (1 - u) * h_prev, _real(mask, masked, T, i, t), out, t, T, k, n, mn, width, y_on,
+                     final_col)
+
+
+@cuda.jit
+def _gru_step_backward_seed(gates, H, extra, dh, back, dZx, dZc, g, mask, masked, t, T, m, n, width, y_on):
     for k in range(cuda.grid(1), m * n, cuda.gridsize(1)):
-        _lstm_cell_backward(gates, C, P, peep, dh, back[k], dc, dZ, g, mask, masked, t, T, m, n, width, y_on, k // n,
-                            k % n)
+        _gru_backward(gates, H, extra, dh, back[k], dZx, dZx, dZc, g, mask, masked, t, T, m, n, width, y_on, False,
+                      k // n, k % n)
 
 
+@cuda.jit
+def _gru_reset_backward_seed(gates, H, dh, d_reset, dZx, dZru, mask, masked, t, T, m, n):
+    """With d_reset = dz_c·W_acᵀ = ∂L/∂(Γ_r·a<t-1>): dh += d_reset·Γ_r, dz_r = d_reset·a<t-1>·Γ_r(1 − Γ_r);
+    dZru[t] (T, m, 2n) = [dz_r, dz_u] for the product with W_a,ruᵀ."""
+    G, mn = 3 * n, m * n
+    for k in range(cuda.grid(1), mn, cuda.gridsize(1)):
+        i, j = k // n, k % n
+        row, ru = t * m * G + i * G, t * m * 2 * n + i * 2 * n
+        if _real(mask, masked, T, i, t):
+            r = gates[row + j]
+            dh[k] += d_reset[k] * r
+            dZx[row + j] = d_reset[k] * H[t * mn + k] * r * (1 - r)
+        dZru[ru + j] = dZx[row + j]
+        dZru[ru + n + j] = dZx[row + n + j]
+
+
+# ---- LSTM peepholes ------------------------------------------------------------------------------------
 @cuda.jit
 def _peephole_grad(dZ, C, dP, rows, n):
     """dP[q, j] = Σ_r dZ[r, q·n + j]·c<t-1>[r, j] over the T·m time-major rows r, q = u, f, o."""
@@ -306,8 +329,8 @@ class _StepProduct:
 
     def __call__(self, A, t: int):
         grid, threads = self.launch
-        self.kernel[grid, threads](A, self.B, self.flat, self.M, self.N, self.K, device_vector((t * self.M * self.K,)),
-                                   device_vector((0,)))
+        self.kernel[grid, threads](A, self.B, self.flat, self.flat, self.M, self.N, self.K,
+                                   device_vector((t * self.M * self.K,)), device_vector((0,)))
         return self.flat
 
 
@@ -349,27 +372,23 @@ def sequence(cell, x, states, W_x, W_a, b_x, b_a, P, mask, returns, reset_after)
     P_f = _flat(P) if peep else mask_d
     common = (mask_d, masked)
     tail = (out_f, width, y_on, final_col)
-    whole = persistent.plan(dtype, m, n) if cell == "lstm" else None
+    cell_args = (b_a if cell == "gru" else mask_d, P_f, peep, H_f, C_f, extra_f, *common)
+    forward_cell, backward_cell, gates = CELLS[cell]
+    whole = None if seed_gru else persistent.plan(dtype, m, n, gates)
     if whole:
-        forward, backward = persistent.lstm_kernels(np.dtype(dtype), _lstm_cell, _lstm_cell_backward)
-        persistent.launch(forward, whole, XW_f, _flat(W_a), P_f, peep, H_f, C_f, *common, T, m, n, *tail)
-    else:
-        if seed_gru:
-            W_ru, W_c = _columns(W_a, 0, 2 * n), _columns(W_a, 2 * n, G)
-            gates_product, candidate_product = _StepProduct(W_ru, m, n), _StepProduct(W_c, m, n)
-        else:
-            recurrent_product = _StepProduct(W_a, m, n)
+        forward, backward = persistent.kernels(np.dtype(dtype), gates, forward_cell, backward_cell)
+        persistent.launch(forward, whole, XW_f, _flat(W_a), *cell_args, T, m, n, *tail)
+    elif seed_gru:
+        W_ru, W_c = _columns(W_a, 0, 2 * n), _columns(W_a, 2 * n, G)
+        gates_product, candidate_product = _StepProduct(W_ru, m, n), _StepProduct(W_c, m, n)
         for t in range(T):
-            if cell == "rnn":
-                _launch(_rnn_step, m * n, XW_f, recurrent_product(H_f, t), H_f, *common, t, T, m, n, *tail)
-            elif cell == "lstm":
-                _launch(_lstm_step, m * n, XW_f, recurrent_product(H_f, t), P_f, peep, H_f, C_f, *common, t, T, m, n,
-                        *tail)
-            elif reset_after:
-                _launch(_gru_step, m * n, XW_f, recurrent_product(H_f, t), b_a, H_f, extra_f, *common, t, T, m, n, *tail)
-            else:
-                _launch(_gru_gates_seed, m * n, XW_f, gates_product(H_f, t), H_f, extra_f, t, m, n)
-                _launch(_gru_update_seed, m * n, XW_f, candidate_product(extra_f, t), H_f, *common, t, T, m, n, *tail)
+            _launch(_gru_gates_seed, m * n, XW_f, gates_product(H_f, t), H_f, extra_f, t, m, n)
+            _launch(_gru_update_seed, m * n, XW_f, candidate_product(extra_f, t), H_f, *common, t, T, m, n, *tail)
+    else:
+        step, step_backward = _step_kernels(forward_cell, backward_cell)
+        recurrent_product = _StepProduct(W_a, m, n)
+        for t in range(T):
+            _launch(step, m * n, XW_f, recurrent_product(H_f, t), *cell_args, t, T, m, n, *tail)
 
     def backprop(g, needs=None):
         needs = needs or (True,) * (len(states) + 4 + (cell == "gru") + peep)
@@ -382,34 +401,27 @@ def sequence(cell, x, states, W_x, W_a, b_x, b_a, P, mask, returns, reset_after)
         dZ = device.empty((T, m, G), dtype)
         dZa = device.empty((T, m, G), dtype) if cell == "gru" and reset_after else dZ
         dZ_f, dZa_f = _flat(dZ), _flat(dZa)
-        if seed_gru:
+        back_args = (XW_f, H_f, C_f, extra_f, P_f, peep, dh)
+        back = _flat(_zeros((m, n), dtype))
+        if whole:
+            persistent.launch(backward, whole, XW_f, _flat(W_a), *back_args[1:], dc, dZ_f, dZa_f, g_f, *common, T, m,
+                              n, width, y_on)
+            back = _StepProduct(W_a, m, G, trans_b=True)(dZa_f, 0)
+        elif seed_gru:
             dZc, dZru = device.empty((T, m, n), dtype), device.empty((T, m, 2 * n), dtype)
             dZc_f, dZru_f = _flat(dZc), _flat(dZru)
             reset_product, gates_back = _StepProduct(W_c, m, n, trans_b=True), _StepProduct(W_ru, m, 2 * n, trans_b=True)
-        else:
-            dZc_f = dZ_f
-            state_back = _StepProduct(W_a, m, G, trans_b=True)
-        back = _flat(_zeros((m, n), dtype))
-        if whole:
-            persistent.launch(backward, whole, XW_f, _flat(W_a), C_f, P_f, peep, dh, dc, dZ_f, g_f, *common, T, m, n,
-                              width, y_on)
-            back = state_back(dZ_f, 0)
-        else:
             for t in range(T - 1, -1, -1):
-                if cell == "rnn":
-                    _launch(_rnn_step_backward, m * n, H_f, dh, back, dZ_f, g_f, *common, t, T, m, n, width, y_on)
-                elif cell == "lstm":
-                    _launch(_lstm_step_backward, m * n, XW_f, C_f, P_f, peep, dh, back, dc, dZ_f, g_f, *common, t, T, m,
-                            n, width, y_on)
-                else:
-                    _launch(_gru_step_backward, m * n, XW_f, H_f, extra_f, dh, back, dZ_f, dZa_f, dZc_f, g_f, *common, t,
-                            T, m, n, width, y_on, reset_after)
-                if seed_gru:
-                    _launch(_gru_reset_backward_seed, m * n, XW_f, H_f, dh, reset_product(dZc_f, t), dZ_f, dZru_f,
-                            *common, t, T, m, n)
-                    back = gates_back(dZru_f, t)
-                else:
-                    back = state_back(dZa_f, t)
+                _launch(_gru_step_backward_seed, m * n, XW_f, H_f, extra_f, dh, back, dZ_f, dZc_f, g_f, *common, t, T,
+                        m, n, width, y_on)
+                _launch(_gru_reset_backward_seed, m * n, XW_f, H_f, dh, reset_product(dZc_f, t), dZ_f, dZru_f,
+                        *common, t, T, m, n)
+                back = gates_back(dZru_f, t)
+        else:
+            state_back = _StepProduct(W_a, m, G, trans_b=True)
+            for t in range(T - 1, -1, -1):
+                _launch(step_backward, m * n, *back_args, back, dc, dZ_f, dZa_f, g_f, *common, t, T, m, n, width, y_on)
+                back = state_back(dZa_f, t)
         da0 = ew.add(finals[0], back.reshape((m, n)))
         dZ2, dZa2 = dZ.reshape((T * m, G)), dZa.reshape((T * m, G))
         H2 = H[:T].reshape((T * m, n))
