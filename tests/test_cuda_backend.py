@@ -71,6 +71,25 @@ def test_mixing_backends_is_a_clear_error():
         a + b
 
 
+def test_out_of_range_labels_are_the_ops_error_and_never_read_outside_a_row():
+    """The op's check names the bad labels before any kernel runs; the kernel called directly (no check, no
+    copy of the labels to the host) gives that row a NaN loss instead of reading past it (the simulator raises
+    on any access out of bounds)."""
+    logits = np.random.default_rng(0).standard_normal((3, 4))
+    bad = np.array([0, 4, 1])
+    with lm.use_backend("cuda"):
+        with pytest.raises(lm.OpError, match=r"softmax_cross_entropy: labels must lie in \[0, 4\), got values "
+                                             r"from 0 to 4"):
+            lm.ops.call("softmax_cross_entropy", lm.tensor(logits), lm.tensor(bad))
+    cuda = backend_module.load_backend("cuda")
+    loss, backprop = cuda.softmax_cross_entropy(device.to_device(logits), device.to_device(bad))
+    assert np.isnan(loss.copy_to_host())
+    good = np.array([0, 3, 1])
+    loss, _ = cuda.softmax_cross_entropy(device.to_device(logits), device.to_device(good))
+    log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    np.testing.assert_allclose(loss.copy_to_host(), -log_p[[0, 1, 2], good].mean(), rtol=1e-12)
+
+
 def test_out_of_memory_names_the_request_and_the_free_memory(monkeypatch):
     class OutOfMemory(Exception):
         code = 2                # CUDA_ERROR_OUT_OF_MEMORY

@@ -65,12 +65,17 @@ def softmax_rows_backward(y, g, log: bool):
 # ---- softmax cross-entropy --------------------------------------------------------------------------
 @cuda.jit
 def _cross_entropy_index(z, labels, losses, shifts, log_norms, cols):
-    """losses_i = log Σ_k e^(z_ik) - z_i,label."""
+    """losses_i = log Σ_k e^(z_ik) - z_i,label; NaN for a label outside [0, cols) (the op's check reports those
+    before any kernel runs: this only keeps a direct call from reading outside the row)."""
     for row in range(cuda.grid(1), labels.size, cuda.gridsize(1)):
         base = row * cols
         shift, log_norm = _row_shift_and_log_norm(z, base, cols)
         shifts[row], log_norms[row] = shift, log_norm
-        losses[row] = shift + log_norm - z[base + labels[row]]
+        label = labels[row]
+        if 0 <= label < cols:
+            losses[row] = shift + log_norm - z[base + label]
+        else:
+            losses[row] = math.nan
 
 
 @cuda.jit

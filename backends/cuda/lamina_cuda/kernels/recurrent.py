@@ -305,6 +305,13 @@ def _launch(kernel, n_items, *args):
     kernel[blocks, threads](*args)
 
 
+@lru_cache(maxsize=None)
+def _placeholder():
+    """One device byte, uploaded once, for the arrays a cell has no use for (and for no mask): an unmasked
+    sequence copies nothing to the device, which would wait for the work queued before it."""
+    return device.to_device(np.ones((1,), np.uint8))
+
+
 def _zeros(shape, dtype):
     return ew.fill(device.empty(shape, dtype), 0)
 
@@ -346,7 +353,7 @@ def sequence(cell, x, states, W_x, W_a, b_x, b_a, P, mask, returns, reset_after)
     S = len(states)
     seed_gru = cell == "gru" and not reset_after
     masked = mask is not None
-    mask_d = _flat(device.to_device(mask if masked else np.ones((1,), np.uint8)))
+    mask_d = _flat(device.to_device(mask)) if masked else _placeholder()
     x_tm = layout.transpose(x, (1, 0, 2)).reshape((T * m, n_x))
     XW = gemm(x_tm, W_x)
     ew.add(XW, b_x, out=XW)
@@ -367,12 +374,12 @@ def sequence(cell, x, states, W_x, W_a, b_x, b_a, P, mask, returns, reset_after)
     out = device.empty((m, width, n), dtype)
     peep = P is not None
     XW_f, H_f, out_f = _flat(XW), _flat(H), _flat(out)
-    C_f = _flat(C) if cell == "lstm" else mask_d
-    extra_f = _flat(extra) if cell == "gru" else mask_d
-    P_f = _flat(P) if peep else mask_d
+    C_f = _flat(C) if cell == "lstm" else _placeholder()
+    extra_f = _flat(extra) if cell == "gru" else _placeholder()
+    P_f = _flat(P) if peep else _placeholder()
     common = (mask_d, masked)
     tail = (out_f, width, y_on, final_col)
-    cell_args = (b_a if cell == "gru" else mask_d, P_f, peep, H_f, C_f, extra_f, *common)
+    cell_args = (b_a if cell == "gru" else _placeholder(), P_f, peep, H_f, C_f, extra_f, *common)
     forward_cell, backward_cell, gates = CELLS[cell]
     whole = None if seed_gru else persistent.plan(dtype, m, n, gates)
     if whole:
