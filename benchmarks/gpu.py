@@ -6,9 +6,10 @@
    the 4096³ float32 matrix product (TFLOP/s against the card's FP32 peak), a product the size of an
    LSTM step's (64×256 · 256×1024) with each tiling, conv2d forward+backward
    (32×56×56×64 → 64 filters 3×3 same), LSTM forward+backward (batch 64, T 100, input 128,
-   hidden 256; the persistent kernel and the step-by-step recurrence) and one digits-mlp training
-   epoch. Each time is the median of repeated runs after warm-up runs (which include Numba's
-   compilation), synchronised with the device.
+   hidden 256; the persistent kernel and the step-by-step recurrence), one digits-mlp training
+   epoch, and the per-call costs of a small op (a launch, an allocation, a framework add). Each
+   time is the median of repeated runs after warm-up runs (which include Numba's compilation),
+   synchronised with the device.
 2. The CUDA backend's tests with pytest, on the GPU: the conformance suite, gradient checks, the
    fused kernels and every core recipe training with --backend cuda (tests/test_cuda_*.py; the
    tests the simulator leaves out run here).
@@ -33,8 +34,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 REPEATS = 10
-FULL = {"matmul": 4096, "small_matmul": (64, 256, 1024), "conv2d": (32, 56, 56, 64, 64), "lstm": (64, 100, 128, 256), "mlp": (64, None)}
-QUICK = {"matmul": 16, "small_matmul": (4, 8, 12), "conv2d": (2, 5, 5, 3, 2), "lstm": (2, 3, 4, 3), "mlp": (4, 1)}
+FULL = {"matmul": 4096, "small_matmul": (64, 256, 1024), "conv2d": (32, 56, 56, 64, 64), "lstm": (64, 100, 128, 256),
+        "mlp": (64, None), "calls": 100}
+QUICK = {"matmul": 16, "small_matmul": (4, 8, 12), "conv2d": (2, 5, 5, 3, 2), "lstm": (2, 3, 4, 3), "mlp": (4, 1),
+         "calls": 5}
 SIZES = dict(FULL)
 
 
@@ -229,7 +232,8 @@ def timings() -> list[str]:
                         (f"matmul {M}×{K} · {K}×{N} float32 (an LSTM step's product)", bench_small_matmul),
                         (f"conv2d {m}×{n_H}×{n_W}×{n_C_prev} → {n_C} 3×3 same, fwd+bwd", bench_conv2d),
                         (f"LSTM {m_seq}×{T}×{n_x} → {n_a}, fwd+bwd", bench_lstm),
-                        ("digits-mlp, one epoch", bench_mlp_epoch)):
+                        ("digits-mlp, one epoch", bench_mlp_epoch),
+                        ("per call", bench_overheads)):
         try:
             rows += bench(name, torch, sync)
         except Exception as err:        # one broken benchmark must not hide the others
@@ -263,6 +267,40 @@ def _ms(seconds: float) -> str:
 def _row(work, ours, reference, theirs, flops=None):
     extra = (lambda t: f" ({flops / t / 1e12:.1f} TFLOP/s)") if flops else (lambda t: "")
     return (work, _ms(ours) + extra(ours), reference, _ms(theirs) + extra(theirs), f"{ours / theirs:.2f}")
+
+
+def bench_overheads(name, torch, sync):
+    """What a small op costs besides its arithmetic, per call (SIZES["calls"] calls a run): a kernel launch (filling one
+    element), a 1 MiB device allocation freed at once (the pool's reuse), and a one-element add through the
+    whole framework (op checks, dispatch, autograd bookkeeping, the kernel)."""
+    import lamina as lm
+    from lamina_cuda import device
+    from lamina_cuda.kernels.elementwise import fill
+
+    calls = SIZES["calls"]
+    one = device.empty((1,), np.float32)
+    a, b = lm.tensor(np.ones(1, np.float32)), lm.tensor(np.ones(1, np.float32))
+
+    def repeat(fn):
+        return lambda: [fn() for _ in range(calls)]
+
+    ours = {"launch": timed(repeat(lambda: fill(one, 0)), sync),
+            "allocation": timed(repeat(lambda: device.empty((262144,), np.float32)), sync),
+            "add": timed(repeat(lambda: a + b), sync)}
+    labels = {"launch": "kernel launch (fill one element)", "allocation": "1 MiB device allocation, freed",
+              "add": "one-element add through the framework"}
+    if torch is None:
+        return [(f"{name}: {labels[k]}", _us(t / calls), "PyTorch not importable", "", "") for k, t in ours.items()]
+    t_one, ta, tb = (torch.ones(1, device="cuda") for _ in range(3))
+    theirs = {"launch": timed(repeat(lambda: t_one.fill_(0)), torch.cuda.synchronize),
+              "allocation": timed(repeat(lambda: torch.empty(262144, device="cuda")), torch.cuda.synchronize),
+              "add": timed(repeat(lambda: ta + tb), torch.cuda.synchronize)}
+    return [(f"{name}: {labels[k]}", _us(ours[k] / calls), "PyTorch", _us(theirs[k] / calls),
+             f"{ours[k] / theirs[k]:.2f}") for k in ours]
+
+
+def _us(seconds: float) -> str:
+    return f"{seconds * 1e6:.1f} µs"
 
 
 def bench_matmul(name, torch, sync):

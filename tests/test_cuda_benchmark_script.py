@@ -19,6 +19,8 @@ def test_the_gpu_script_runs_at_quick_sizes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = out.read_text()
     assert "| work | Lamina CUDA |" in report and "Device memory pool:" in report
-    for work in ("matmul 16³ float32", "conv2d 2×5×5×3 → 2", "LSTM 2×3×4 → 3", "digits-mlp, one epoch"):
+    for work in ("matmul 16³ float32", "conv2d 2×5×5×3 → 2", "LSTM 2×3×4 → 3, fwd+bwd (persistent)",
+                 "LSTM 2×3×4 → 3, fwd+bwd (step by step)", "digits-mlp, one epoch", "per call: kernel launch",
+                 "per call: 1 MiB device allocation", "per call: one-element add"):
         row = next(line for line in report.splitlines() if line.startswith(f"| {work}"))
         assert "failed" not in row, row

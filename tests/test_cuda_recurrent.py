@@ -168,6 +168,26 @@ def test_persistent_and_stepwise_match_cpu_kernels(cuda, cpu, monkeypatch, how, 
                 assert launches[0].segments == 2            # 8 threads over 3 (example, unit) pairs
 
 
+def test_recurrences_go_step_by_step_where_the_cooperative_kernel_cannot_be_linked(cuda, cpu, monkeypatch):
+    """A grid sync needs the CUDA device runtime at link time: if linking (or the cooperative launch) fails, one
+    warning says why and every recurrence runs step by step, with the same results."""
+    from numba.cuda.cudadrv.driver import LinkerError
+
+    def no_device_runtime(*args):
+        raise LinkerError("libcudadevrt.a: cannot open file")
+
+    monkeypatch.setattr(persistent, "_unusable", [])
+    monkeypatch.setattr(device, "cooperative_blocks", no_device_runtime)
+    rng = np.random.default_rng(29)
+    arrays = sequence_inputs("gru", rng)
+    upstream = rng.standard_normal((M, T + 1, N_A))
+    with pytest.warns(RuntimeWarning, match=r"persistent recurrent kernels cannot run here \(LinkerError: "
+                                            r"libcudadevrt.a: cannot open file\); recurrences run step by step"):
+        got = run(cuda, "gru", arrays, upstream, returns="both")
+    assert_same_run(got, run(cpu, "gru", arrays, upstream, returns="both"), "float64")
+    assert persistent.launch(None, persistent.plan(np.dtype(np.float64), M, N_A, 3)) is False   # known: no retry
+
+
 def test_persistent_plan_declines_what_shared_memory_cannot_hold(monkeypatch):
     monkeypatch.delenv(persistent.ENVIRONMENT, raising=False)
     assert persistent.plan(np.dtype(np.float32), 4, 8, 4, units=2).shared_bytes <= persistent.SHARED_LIMIT

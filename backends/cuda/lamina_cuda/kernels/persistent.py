@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numba
 import numpy as np
 from numba import cuda, uint64
+from numba.cuda.cudadrv.driver import CudaAPIError, LinkerError
 
 from .. import device
 
@@ -182,8 +184,23 @@ def kernels(dtype: np.dtype, gates: int, cell, cell_backward):
     return forward, backward
 
 
-def launch(kernel, chosen: Plan, *args):
-    """`kernel` on as many blocks as there are chunks, at most as many as can be resident together."""
+#: why the cooperative kernels cannot be built or launched here, once that is known (then every call says False)
+_unusable: list[str] = []
+
+
+def launch(kernel, chosen: Plan, *args) -> bool:
+    """`kernel` on as many blocks as there are chunks, at most as many as can be resident together; True when it
+    ran. False, after one warning, when the cooperative kernel cannot be linked or launched here (a grid sync
+    needs the CUDA device runtime, libcudadevrt, at link time): the caller then goes step by step."""
+    if _unusable:
+        return False
     args = args + (chosen.units, chosen.segments)
-    resident = device.cooperative_blocks(kernel, args, chosen.threads, chosen.shared_bytes)
-    kernel[min(chosen.chunks, resident), chosen.threads, 0, chosen.shared_bytes](*args)
+    try:
+        resident = device.cooperative_blocks(kernel, args, chosen.threads, chosen.shared_bytes)
+        kernel[min(chosen.chunks, resident), chosen.threads, 0, chosen.shared_bytes](*args)
+    except (LinkerError, CudaAPIError, OSError) as err:
+        _unusable.append(f"{type(err).__name__}: {err}")
+        warnings.warn(f"lamina-cuda: the persistent recurrent kernels cannot run here ({_unusable[0]}); "
+                      f"recurrences run step by step", RuntimeWarning, stacklevel=2)
+        return False
+    return True

@@ -382,17 +382,17 @@ def sequence(cell, x, states, W_x, W_a, b_x, b_a, P, mask, returns, reset_after)
     cell_args = (b_a if cell == "gru" else _placeholder(), P_f, peep, H_f, C_f, extra_f, *common)
     forward_cell, backward_cell, gates = CELLS[cell]
     whole = None if seed_gru else persistent.plan(dtype, m, n, gates)
-    if whole:
-        forward, backward = persistent.kernels(np.dtype(dtype), gates, forward_cell, backward_cell)
-        persistent.launch(forward, whole, XW_f, _flat(W_a), *cell_args, T, m, n, *tail)
-    elif seed_gru:
+    forward, backward = persistent.kernels(np.dtype(dtype), gates, forward_cell, backward_cell) if whole else (None,) * 2
+    if whole and not persistent.launch(forward, whole, XW_f, _flat(W_a), *cell_args, T, m, n, *tail):
+        whole = None            # the cooperative kernel cannot run here: step by step after all
+    if seed_gru:
         W_ru, W_c = _columns(W_a, 0, 2 * n), _columns(W_a, 2 * n, G)
         gates_product, candidate_product = _StepProduct(W_ru, m, n), _StepProduct(W_c, m, n)
         for t in range(T):
             _launch(_gru_gates_seed, m * n, XW_f, gates_product(H_f, t), H_f, extra_f, t, m, n)
             _launch(_gru_update_seed, m * n, XW_f, candidate_product(extra_f, t), H_f, *common, t, T, m, n, *tail)
-    else:
-        step, step_backward = _step_kernels(forward_cell, backward_cell)
+    elif not whole:
+        step = _step_kernels(forward_cell, backward_cell)[0]
         recurrent_product = _StepProduct(W_a, m, n)
         for t in range(T):
             _launch(step, m * n, XW_f, recurrent_product(H_f, t), *cell_args, t, T, m, n, *tail)
@@ -410,9 +410,8 @@ def sequence(cell, x, states, W_x, W_a, b_x, b_a, P, mask, returns, reset_after)
         dZ_f, dZa_f = _flat(dZ), _flat(dZa)
         back_args = (XW_f, H_f, C_f, extra_f, P_f, peep, dh)
         back = _flat(_zeros((m, n), dtype))
-        if whole:
-            persistent.launch(backward, whole, XW_f, _flat(W_a), *back_args[1:], dc, dZ_f, dZa_f, g_f, *common, T, m,
-                              n, width, y_on)
+        if whole and persistent.launch(backward, whole, XW_f, _flat(W_a), *back_args[1:], dc, dZ_f, dZa_f, g_f,
+                                       *common, T, m, n, width, y_on):
             back = _StepProduct(W_a, m, G, trans_b=True)(dZa_f, 0)
         elif seed_gru:
             dZc, dZru = device.empty((T, m, n), dtype), device.empty((T, m, 2 * n), dtype)
@@ -425,6 +424,7 @@ def sequence(cell, x, states, W_x, W_a, b_x, b_a, P, mask, returns, reset_after)
                         *common, t, T, m, n)
                 back = gates_back(dZru_f, t)
         else:
+            step_backward = _step_kernels(forward_cell, backward_cell)[1]
             state_back = _StepProduct(W_a, m, G, trans_b=True)
             for t in range(T - 1, -1, -1):
                 _launch(step_backward, m * n, *back_args, back, dc, dZ_f, dZa_f, g_f, *common, t, T, m, n, width, y_on)
