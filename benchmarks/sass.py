@@ -116,7 +116,7 @@ def report(dtype, tiling, trans_a: bool, trans_b: bool, cc: tuple, ptxas: str, c
     return "\n".join(compile_report(name, kernel, signature, cc, ptxas, cuobjdump))
 
 
-def report_persistent(cell: str, dtype, cc: tuple, ptxas: str, cuobjdump: str | None) -> str:
+def report_persistent(cell: str, dtype, cc: tuple, ptxas: str, cuobjdump: str | None, staged: bool = True) -> str:
     """The persistent kernels (kernels/persistent.py) of `cell` (the LSTM without peepholes). Their cell functions
     are device functions, which Numba compiles for the current device: without a GPU, one of compute capability
     `cc` stands in."""
@@ -127,7 +127,8 @@ def report_persistent(cell: str, dtype, cc: tuple, ptxas: str, cuobjdump: str | 
     from lamina_cuda.kernels import persistent, recurrent
 
     numba.cuda.dispatcher.get_current_device = lambda: SimpleNamespace(compute_capability=cc)
-    forward, backward = persistent.kernels(np.dtype(dtype), recurrent.CELLS[cell][2], *recurrent.CELLS[cell][:2])
+    forward, backward = persistent.kernels(np.dtype(dtype), recurrent.CELLS[cell][2], *recurrent.CELLS[cell][:2],
+                                           staged)
     array, flags = types.Array(numba.from_dtype(np.dtype(dtype)), 1, "C"), types.Array(types.uint8, 1, "C")
     i64, boolean = types.int64, types.boolean
     b_a, C, extra = (array if cell == "gru" else flags, array if cell == "lstm" else flags,
@@ -139,8 +140,9 @@ def report_persistent(cell: str, dtype, cc: tuple, ptxas: str, cuobjdump: str | 
     lines = []
     for direction, kernel, signature in (("forward", forward, forward_signature),
                                          ("backward", backward, backward_signature)):
-        lines += compile_report(f"{np.dtype(dtype)} persistent {cell} {direction}", kernel, signature, cc, ptxas,
-                                cuobjdump, relocatable=True)
+        where = "" if staged else ", weights in global memory"
+        lines += compile_report(f"{np.dtype(dtype)} persistent {cell} {direction}{where}", kernel, signature, cc,
+                                ptxas, cuobjdump, relocatable=True)
     return "\n".join(lines)
 
 
@@ -169,6 +171,7 @@ def main() -> int:
     for cell in ("rnn", "gru", "lstm"):
         for dtype in GPU_TILINGS:
             print(report_persistent(cell, dtype, cc, ptxas, cuobjdump))
+    print(report_persistent("lstm", np.float32, cc, ptxas, cuobjdump, staged=False))
     if cuobjdump is None:
         print("(cuobjdump not found, so no SASS: set CUOBJDUMP)")
     return 0

@@ -129,9 +129,12 @@ def test_padded_steps_output_zero_and_carry_the_state(cuda):
 
 
 # ---- the persistent kernels (one cooperative launch per direction) and the step-by-step fallback -----------
-#: (hidden units, units per chunk or None for the default plan, or "steps" for LAMINA_CUDA_PERSISTENT_RNN=0):
-#: one chunk; three chunks of one unit with 2 threads per (example, unit) pair; 2 + 1 units (a short last chunk)
-RUNS = {"one-chunk": (2, None), "chunks-of-1": (3, 1), "short-last-chunk": (3, 2), "step-by-step": (2, "steps")}
+#: (hidden units, units per chunk or None for the default plan, or "steps" for LAMINA_CUDA_PERSISTENT_RNN=0, and
+#: whether the weights are staged in shared memory): one chunk; three chunks of one unit with 2 threads per
+#: (example, unit) pair; 2 + 1 units (a short last chunk); the same read from global memory, packed per chunk
+RUNS = {"one-chunk": (2, None, True), "chunks-of-1": (3, 1, True), "short-last-chunk": (3, 2, True),
+        "global-weights": (3, 2, False), "global-weights-chunks-of-1": (3, 1, False),
+        "step-by-step": (2, "steps", True)}
 
 
 @pytest.mark.parametrize("variant", ["rnn", "gru", "lstm", "peephole_lstm", "seed_gru"])
@@ -142,7 +145,7 @@ def test_persistent_and_stepwise_match_cpu_kernels(cuda, cpu, monkeypatch, how, 
     GRU, whose two products a step need a barrier between them). In the simulator the cooperative grid is one
     block, so chunks past the first are the block's to restage at every step."""
     op, attrs, peephole = VARIANTS[variant]
-    n_a, units = RUNS[how]
+    n_a, units, staged = RUNS[how]
     launches = []
     launch = persistent.launch
     monkeypatch.setattr(persistent, "launch", lambda *a: launches.append(a[1]) or launch(*a))
@@ -150,7 +153,8 @@ def test_persistent_and_stepwise_match_cpu_kernels(cuda, cpu, monkeypatch, how, 
         monkeypatch.setenv(persistent.ENVIRONMENT, "0")
     elif units is not None:
         plan = persistent.plan
-        monkeypatch.setattr(persistent, "plan", lambda dtype, m, n, gates: plan(dtype, m, n, gates, units=units))
+        monkeypatch.setattr(persistent, "plan",
+                            lambda dtype, m, n, gates: plan(dtype, m, n, gates, units=units, staged=staged))
     rng = np.random.default_rng(23)
     arrays = sequence_inputs(op, rng, peephole, n_a=n_a)
     attrs = dict(attrs, returns="both", mask=MASKS["padded"])
@@ -161,7 +165,7 @@ def test_persistent_and_stepwise_match_cpu_kernels(cuda, cpu, monkeypatch, how, 
         assert launches == []
     else:
         assert len(launches) == 2 and launches[0] is launches[1]
-        assert launches[0].gates == N_GATES[op]
+        assert launches[0].gates == N_GATES[op] and launches[0].staged == staged
         if units is not None:
             assert launches[0].units == units and launches[0].chunks == -(-n_a // units) > 1
             if device.simulator() and units == 1:
@@ -188,13 +192,33 @@ def test_recurrences_go_step_by_step_where_the_cooperative_kernel_cannot_be_link
     assert persistent.launch(None, persistent.plan(np.dtype(np.float64), M, N_A, 3)) is False   # known: no retry
 
 
-def test_persistent_plan_declines_what_shared_memory_cannot_hold(monkeypatch):
+def test_persistent_plan_stages_what_shared_memory_can_hold(monkeypatch):
+    """Weights that fit in a block's 48 KiB go to shared memory; wider ones stay in global memory, packed."""
     monkeypatch.delenv(persistent.ENVIRONMENT, raising=False)
-    assert persistent.plan(np.dtype(np.float32), 4, 8, 4, units=2).shared_bytes <= persistent.SHARED_LIMIT
-    assert persistent.plan(np.dtype(np.float64), 4, 4096, 4, units=2) is None     # 4·4096·2 doubles = 256 KiB
-    assert persistent.plan(np.dtype(np.float64), 4, 2048, 1, units=2) is not None  # 2048·2 doubles = 32 KiB
+    small = persistent.plan(np.dtype(np.float32), 4, 8, 4, units=2)
+    assert small.staged and small.shared_bytes <= persistent.SHARED_LIMIT
+    wide = persistent.plan(np.dtype(np.float64), 4, 4096, 4, units=2)              # 4·4096·2 doubles = 256 KiB
+    assert not wide.staged and wide.shared_bytes == 4 * wide.threads * 8 <= persistent.SHARED_LIMIT
+    assert persistent.plan(np.dtype(np.float64), 4, 2048, 1, units=2).staged       # 2048·2 doubles = 32 KiB
     monkeypatch.setenv(persistent.ENVIRONMENT, "0")
     assert persistent.plan(np.dtype(np.float32), 4, 8, 4) is None
+
+
+@pytest.mark.parametrize("by_rows", [False, True], ids=["columns", "rows"])
+def test_packed_weights_hold_each_chunks_weights_in_the_staged_layout(by_rows):
+    """n = 5 units in chunks of 2 (the last one short, padded with zeros), 3 gates."""
+    n, gates, J = 5, 3, 2
+    W = np.arange(n * gates * n, dtype=np.float64).reshape(n, gates * n) + 1
+    chosen = persistent.Plan(J, 8, 1, 8, n, gates, staged=False)
+    packed = persistent.weights(chosen, device.to_device(W), by_rows).copy_to_host().reshape(3, -1)
+    for c in range(3):
+        units = [j for j in (2 * c, 2 * c + 1)]
+        if by_rows:
+            want = np.array([[W[j, col] if j < n else 0 for j in units] for col in range(gates * n)])
+        else:
+            want = np.array([[[W[k, q * n + j] if j < n else 0 for j in units] for q in range(gates)]
+                             for k in range(n)])
+        np.testing.assert_array_equal(packed[c], want.ravel())
 
 
 # ---- against PyTorch (the weight mapping and the torch formulas of tests/test_recurrent.py) ---------------

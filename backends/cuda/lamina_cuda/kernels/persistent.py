@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numba
@@ -31,7 +31,7 @@ from .. import device
 
 #: threads per block of the persistent kernels on a GPU
 THREADS = 256
-#: dynamic shared memory a block may use without opting in to more: weights beyond it take the step-wise path
+#: dynamic shared memory a block may use without opting in to more: weights beyond it are read from global memory
 SHARED_LIMIT = 48 * 1024
 #: set to 0 to run every recurrence step by step
 ENVIRONMENT = "LAMINA_CUDA_PERSISTENT_RNN"
@@ -39,29 +39,38 @@ ENVIRONMENT = "LAMINA_CUDA_PERSISTENT_RNN"
 
 @dataclass(frozen=True)
 class Plan:
-    """J hidden units per chunk, the threads of a block, and S threads per (example, unit) pair."""
+    """J hidden units per chunk, the threads of a block, S threads per (example, unit) pair, and whether each
+    block keeps its chunk's weights in shared memory (`staged`) or reads them, packed per chunk, from global
+    memory (where the L2 cache keeps them between steps)."""
     units: int
     threads: int
     segments: int
     itemsize: int
     n: int
     gates: int
+    staged: bool = True
 
     @property
     def chunks(self) -> int:
         return -(-self.n // self.units)
 
     @property
+    def weight_bytes(self) -> int:
+        """A chunk's weights: gates·n·J elements."""
+        return self.gates * self.n * self.units * self.itemsize
+
+    @property
     def shared_bytes(self) -> int:
-        """The block's weights (gates·n·J) and the partial sums (gates per thread)."""
-        return self.gates * (self.n * self.units + self.threads) * self.itemsize
+        """The block's weights when staged, and the partial sums (gates per thread)."""
+        return (self.weight_bytes if self.staged else 0) + self.gates * self.threads * self.itemsize
 
 
-def plan(dtype: np.dtype, m: int, n: int, gates: int, units: int | None = None) -> Plan | None:
+def plan(dtype: np.dtype, m: int, n: int, gates: int, units: int | None = None,
+         staged: bool | None = None) -> Plan | None:
     """How to run a recurrence of m examples, n hidden units and `gates` gates (RNN 1, GRU 3, LSTM 4)
-    persistently, or None when it should go step by step (LAMINA_CUDA_PERSISTENT_RNN=0, or a chunk's weights
-    would not fit in shared memory). By default J spreads the units over the GPU's multiprocessors (all of them
-    in one chunk in the simulator); `units` forces J."""
+    persistently, or None when it should go step by step (LAMINA_CUDA_PERSISTENT_RNN=0). By default J spreads
+    the units over the GPU's multiprocessors (all of them in one chunk in the simulator) and the weights are
+    staged in shared memory when they fit there; `units` and `staged` force them."""
     if os.environ.get(ENVIRONMENT, "1") == "0":
         return None
     threads = device.SIMULATOR_THREADS if device.simulator() else THREADS
@@ -70,7 +79,9 @@ def plan(dtype: np.dtype, m: int, n: int, gates: int, units: int | None = None) 
     units = max(1, min(units, n))
     segments = max(1, min(threads // (m * units), n))
     chosen = Plan(units, threads, segments, np.dtype(dtype).itemsize, n, gates)
-    return chosen if chosen.shared_bytes <= SHARED_LIMIT else None
+    if staged is None:
+        staged = chosen.shared_bytes <= SHARED_LIMIT
+    return replace(chosen, staged=staged)
 
 
 @cuda.jit(device=True, inline=True)
@@ -90,16 +101,19 @@ def _pair(base, slot, slots, units, m):
 
 
 @lru_cache(maxsize=None)
-def kernels(dtype: np.dtype, gates: int, cell, cell_backward):
-    """(forward, backward) persistent kernels for `dtype` around a cell of `recurrent.py` with `gates` gates."""
+def kernels(dtype: np.dtype, gates: int, cell, cell_backward, staged: bool = True):
+    """(forward, backward) persistent kernels for `dtype` around a cell of `recurrent.py` with `gates` gates.
+    Staged, they copy their chunk's weights from W_a into shared memory; otherwise W_a is `columns`' (forward)
+    or `rows`' (backward) packing, read from global memory in the same per-chunk layout."""
     element = numba.from_dtype(np.dtype(dtype))
 
     @cuda.jit
     def forward(XW, W_a, b_a, P, peep, H, C, extra, mask, masked, T, m, n, out, width, y_on, final_col, J, S):
         """All T steps: z_a[i, q·n + j] = Σ_k a<t-1>[i, k]·W_a[k, q·n + j] for the block's units j, then the cells."""
         shared = cuda.shared.array(0, element)
-        weights = shared[:gates * n * J]                # [k][q][jj]
-        partial = shared[gates * n * J:]                # [thread][q]: the sums, then the cell's z_a
+        chunk_size = gates * n * J
+        weights = shared[:chunk_size if staged else 0]  # [k][q][jj]
+        partial = shared[chunk_size if staged else 0:]  # [thread][q]: the sums, then the cell's z_a
         z = cuda.local.array(gates, element)
         grid = cuda.cg.this_grid()
         tid, threads = cuda.threadIdx.x, cuda.blockDim.x
@@ -110,7 +124,9 @@ def kernels(dtype: np.dtype, gates: int, cell, cell_backward):
             for c in range(cuda.blockIdx.x, chunks, cuda.gridDim.x):
                 j0 = c * J
                 units = min(J, n - j0)
-                if t == 0 or not keeps:
+                if not staged:
+                    weights = W_a[c * chunk_size:(c + 1) * chunk_size]
+                elif t == 0 or not keeps:
                     for e in range(tid, gates * n * units, threads):
                         q, rest = e // (n * units), e % (n * units)
                         k, jj = rest // units, rest % units
@@ -145,8 +161,9 @@ def kernels(dtype: np.dtype, gates: int, cell, cell_backward):
         """All T steps backwards: back[i, j] = Σ_col dZa[t+1][i, col]·W_a[j, col] for the block's units j, then the
         cells' backward (back = 0 at the last step). `gates_` are the forward's activated gates."""
         shared = cuda.shared.array(0, element)
-        weights = shared[:gates * n * J]                # [col][jj]
-        partial = shared[gates * n * J:]                # [thread]
+        chunk_size = gates * n * J
+        weights = shared[:chunk_size if staged else 0]  # [col][jj]
+        partial = shared[chunk_size if staged else 0:]  # [thread]
         grid = cuda.cg.this_grid()
         tid, threads = cuda.threadIdx.x, cuda.blockDim.x
         slots, slot, s, chunks, keeps = _division(n, J, S)
@@ -157,7 +174,9 @@ def kernels(dtype: np.dtype, gates: int, cell, cell_backward):
             for c in range(cuda.blockIdx.x, chunks, cuda.gridDim.x):
                 j0 = c * J
                 units = min(J, n - j0)
-                if step == 0 or not keeps:
+                if not staged:
+                    weights = W_a[c * chunk_size:(c + 1) * chunk_size]
+                elif step == 0 or not keeps:
                     for e in range(tid, G * units, threads):
                         jj, col = e // G, e % G
                         weights[col * J + jj] = W_a[(j0 + jj) * G + col]
@@ -182,6 +201,35 @@ def kernels(dtype: np.dtype, gates: int, cell, cell_backward):
             grid.sync()
 
     return forward, backward
+
+
+@cuda.jit
+def _pack(W_a, packed, n, G, J, by_rows):
+    """packed[c][k][q][jj] = W_a[k, q·n + c·J + jj] (the forward's columns, by_rows False) or
+    packed[c][col][jj] = W_a[c·J + jj, col] (the backward's rows); 0 past the last unit."""
+    for e in range(cuda.grid(1), packed.size, cuda.gridsize(1)):
+        jj, rest = e % J, e // J
+        c, inner = rest // G, rest % G              # inner: k·gates + q, or col
+        j = c * J + jj
+        if j >= n:
+            packed[e] = 0
+        elif by_rows:
+            packed[e] = W_a[j * G + inner]
+        else:
+            gates = G // n
+            k, q = inner // gates, inner % gates
+            packed[e] = W_a[k * G + q * n + j]
+
+
+def weights(chosen: Plan, W_a, by_rows: bool):
+    """What the kernels read as W_a: the weights themselves (flat) when staged, else packed per chunk."""
+    flat = W_a.reshape(W_a.size)
+    if chosen.staged:
+        return flat
+    packed = device.empty((chosen.chunks * chosen.weight_bytes // chosen.itemsize,), W_a.dtype)
+    blocks, threads = device.launch_1d(packed.size)
+    _pack[blocks, threads](flat, packed, chosen.n, chosen.gates * chosen.n, chosen.units, by_rows)
+    return packed
 
 
 #: why the cooperative kernels cannot be built or launched here, once that is known (then every call says False)

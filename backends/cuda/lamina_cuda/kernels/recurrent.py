@@ -382,8 +382,10 @@ def sequence(cell, x, states, W_x, W_a, b_x, b_a, P, mask, returns, reset_after)
     cell_args = (b_a if cell == "gru" else _placeholder(), P_f, peep, H_f, C_f, extra_f, *common)
     forward_cell, backward_cell, gates = CELLS[cell]
     whole = None if seed_gru else persistent.plan(dtype, m, n, gates)
-    forward, backward = persistent.kernels(np.dtype(dtype), gates, forward_cell, backward_cell) if whole else (None,) * 2
-    if whole and not persistent.launch(forward, whole, XW_f, _flat(W_a), *cell_args, T, m, n, *tail):
+    forward, backward = persistent.kernels(np.dtype(dtype), gates, forward_cell, backward_cell, whole.staged) \
+        if whole else (None, None)
+    if whole and not persistent.launch(forward, whole, XW_f, persistent.weights(whole, W_a, by_rows=False),
+                                       *cell_args, T, m, n, *tail):
         whole = None            # the cooperative kernel cannot run here: step by step after all
     if seed_gru:
         W_ru, W_c = _columns(W_a, 0, 2 * n), _columns(W_a, 2 * n, G)
@@ -410,8 +412,8 @@ def sequence(cell, x, states, W_x, W_a, b_x, b_a, P, mask, returns, reset_after)
         dZ_f, dZa_f = _flat(dZ), _flat(dZa)
         back_args = (XW_f, H_f, C_f, extra_f, P_f, peep, dh)
         back = _flat(_zeros((m, n), dtype))
-        if whole and persistent.launch(backward, whole, XW_f, _flat(W_a), *back_args[1:], dc, dZ_f, dZa_f, g_f,
-                                       *common, T, m, n, width, y_on):
+        if whole and persistent.launch(backward, whole, XW_f, persistent.weights(whole, W_a, by_rows=True),
+                                       *back_args[1:], dc, dZ_f, dZa_f, g_f, *common, T, m, n, width, y_on):
             back = _StepProduct(W_a, m, G, trans_b=True)(dZa_f, 0)
         elif seed_gru:
             dZc, dZru = device.empty((T, m, n), dtype), device.empty((T, m, 2 * n), dtype)
