@@ -9,7 +9,8 @@ step it forms its units' z_a for every example, S threads per (example, unit) pa
 1/S of the inner dimension, reduced through shared memory, and runs the cells of `recurrent.py`; `grid.sync()`
 orders the steps. A block reads back only its own units' states and the previous step's values, so the grid
 barrier is the only ordering needed. When there are more chunks than resident blocks a block restages the
-weights of each chunk it owns at every step: correct, only slower.
+weights of each chunk it owns at every step: correct, only slower. Weights too large for a block's shared
+memory are packed per chunk once per call and read from global memory, where the L2 cache keeps them.
 
 The launch is cooperative (every block resident at once), so the grid is at most what the occupancy allows.
 The simulator runs a cooperative grid as one block, which then owns every chunk.
@@ -103,8 +104,8 @@ def _pair(base, slot, slots, units, m):
 @lru_cache(maxsize=None)
 def kernels(dtype: np.dtype, gates: int, cell, cell_backward, staged: bool = True):
     """(forward, backward) persistent kernels for `dtype` around a cell of `recurrent.py` with `gates` gates.
-    Staged, they copy their chunk's weights from W_a into shared memory; otherwise W_a is `columns`' (forward)
-    or `rows`' (backward) packing, read from global memory in the same per-chunk layout."""
+    Staged, they copy their chunk's weights from W_a into shared memory; otherwise W_a is `weights`' packing
+    (the columns forward, the rows backward), read from global memory in the same per-chunk layout."""
     element = numba.from_dtype(np.dtype(dtype))
 
     @cuda.jit
