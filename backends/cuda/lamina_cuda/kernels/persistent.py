@@ -128,6 +128,7 @@ def kernels(dtype: np.dtype, gates: int, cell, cell_backward, staged: bool = Tru
                 if not staged:
                     weights = W_a[c * chunk_size:(c + 1) * chunk_size]
                 elif t == 0 or not keeps:
+                    cuda.syncthreads()          # the previous chunk's products are done with the weights
                     for e in range(tid, gates * n * units, threads):
                         q, rest = e // (n * units), e % (n * units)
                         k, jj = rest // units, rest % units
@@ -147,14 +148,16 @@ def kernels(dtype: np.dtype, gates: int, cell, cell_backward, staged: bool = Tru
                             w += W1
                     for q in range(gates):
                         partial[gates * tid + q] = z[q]
-                    cuda.syncthreads()
+                    if S > 1:                   # (alone, a thread only reads back its own sums)
+                        cuda.syncthreads()
                     if active and s == 0:
                         for r in range(1, S):
                             for q in range(gates):
                                 partial[gates * tid + q] += partial[gates * (tid + r) + q]
                         cell(XW, partial, gates * tid, 1, b_a, P, peep, H, C, extra, mask, masked, t, T, m, n, out,
                              width, y_on, final_col, i, j0 + jj)
-                    cuda.syncthreads()
+                    if S > 1:
+                        cuda.syncthreads()
             grid.sync()
 
     @cuda.jit
@@ -178,6 +181,7 @@ def kernels(dtype: np.dtype, gates: int, cell, cell_backward, staged: bool = Tru
                 if not staged:
                     weights = W_a[c * chunk_size:(c + 1) * chunk_size]
                 elif step == 0 or not keeps:
+                    cuda.syncthreads()
                     for e in range(tid, G * units, threads):
                         jj, col = e // G, e % G
                         weights[col * J + jj] = W_a[(j0 + jj) * G + col]
@@ -192,13 +196,15 @@ def kernels(dtype: np.dtype, gates: int, cell, cell_backward, staged: bool = Tru
                             d += S1
                             w += W1
                     partial[tid] = back
-                    cuda.syncthreads()
+                    if S > 1:
+                        cuda.syncthreads()
                     if active and s == 0:
                         for r in range(1, S):
                             back += partial[tid + r]
                         cell_backward(gates_, H, C, extra, P, peep, dh, back, dc, dZ, dZa, g, mask, masked, t, T, m,
                                       n, width, y_on, i, j0 + jj)
-                    cuda.syncthreads()
+                    if S > 1:
+                        cuda.syncthreads()
             grid.sync()
 
     return forward, backward
