@@ -2,7 +2,9 @@
 (BPTT), and the embedding's row gather and atomic scatter-add.
 
 The layout mirrors the CPU backend's `_recurrent.pyx`, time-major: XW (T, m, G) holds x<t>·W_x + b for every
-step (one `gemm` before the loop), the states H, C (T + 1, m, n) with H[0] = a<0>. Each step is one product of
+step (one `gemm` before the loop), the states H, C (T + 1, m, n) with H[0] = a<0>. The cells (one device
+function each, with one signature) run either inside the persistent kernels of `persistent.py` (one launch per
+direction: the default) or step by step, as follows (LAMINA_CUDA_PERSISTENT_RNN=0). Each step is one product of
 a<t-1> with all the gates' recurrent weights (matmul's tiled kernel) and one fused pointwise kernel (gate
 nonlinearities, state update, mask, and the write of the op's output: the step's a<t> and, at the last step,
 the final states); XW[t] is overwritten with the activated gates, which the backward reads. The backward
