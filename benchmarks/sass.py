@@ -54,8 +54,8 @@ def functions(sass: str) -> dict[str, str]:
     return dict(zip(parts[1::2], parts[2::2]))
 
 
-def innermost_loop(sass: str) -> list[str]:
-    """The instructions of the smallest backward-branching loop around a fused multiply-add."""
+def loops_around_fma(sass: str) -> list[tuple[int, int]]:
+    """(start, end) addresses of the backward-branching loops that hold a fused multiply-add, smallest first."""
     code = [(int(address, 16), text.strip()) for address, text in INSTRUCTION.findall(sass)]
     fma = [address for address, text in code if opcode(text) in ("FFMA", "DFMA")]
     loops = []
@@ -65,8 +65,25 @@ def innermost_loop(sass: str) -> list[str]:
             start = int(target.group(1), 16)
             if any(start <= at <= address for at in fma):
                 loops.append((address - start, start, address))
-    _, start, end = min(loops)
-    return [text for address, text in code if start <= address <= end]
+    return [(start, end) for _, start, end in sorted(loops)]
+
+
+def instructions(sass: str, start: int, end: int) -> list[str]:
+    return [text.strip() for address, text in INSTRUCTION.findall(sass) if start <= int(address, 16) <= end]
+
+
+def innermost_loop(sass: str) -> list[str]:
+    """The instructions of the smallest backward-branching loop around a fused multiply-add."""
+    return instructions(sass, *loops_around_fma(sass)[0])
+
+
+def slice_loop(sass: str) -> list[str] | None:
+    """The instructions of the smallest loop strictly around the innermost one (a product's loop over the slices
+    of K: the multiply plus the loads of the next slice), or None."""
+    loops = loops_around_fma(sass)
+    inner = loops[0]
+    outer = [(start, end) for start, end in loops[1:] if start <= inner[0] and inner[1] <= end and (start, end) != inner]
+    return instructions(sass, *outer[0]) if outer else None
 
 
 def compile_report(name: str, kernel, signature: tuple, cc: tuple, ptxas: str, cuobjdump: str | None,
@@ -97,6 +114,10 @@ def compile_report(name: str, kernel, signature: tuple, cc: tuple, ptxas: str, c
             fma = mix["FFMA"] + mix["DFMA"]
             lines.append(f"  innermost loop: {len(loop)} instructions, {fma} FMA ({fma / len(loop):.0%}); "
                          + ", ".join(f"{op} {n}" for op, n in mix.most_common()))
+            outer = slice_loop(body)
+            if outer:
+                lines.append(f"  loop around it (a product's slice of K): {len(outer) - len(loop)} instructions besides "
+                             "the innermost loop's")
     return lines
 
 
@@ -110,10 +131,31 @@ def report(dtype, tiling, trans_a: bool, trans_b: bool, cc: tuple, ptxas: str, c
     kernel = gemm_kernel(np.dtype(dtype), tiling, trans_a, trans_b, with_bias)
     array = types.Array(numba.from_dtype(np.dtype(dtype)), 1, "C")
     offsets = types.Array(types.int64, 1, "C")
-    signature = (array, array, array, array, types.int64, types.int64, types.int64, offsets, offsets)
+    signature = (array, array, array, array, types.int64, types.int64, types.int64, offsets, offsets,
+                 types.UniTuple(types.int64, 1))
     name = f"{np.dtype(dtype)} {'Aᵀ' if trans_a else 'A'}·{'Bᵀ' if trans_b else 'B'}{' + bias' if with_bias else ''}, " \
            f"tiling {tiling}"
     return "\n".join(compile_report(name, kernel, signature, cc, ptxas, cuobjdump))
+
+
+def report_convolution(dtype, tiling, cc: tuple, ptxas: str, cuobjdump: str | None) -> str:
+    """conv2d's implicit products: the forward (A = im2col(x), + bias) and dW (A = im2col(x)ᵀ)."""
+    import numba
+    from numba import types
+
+    from lamina_cuda.kernels.convolution import im2col_loader
+    from lamina_cuda.kernels.matmul import gemm_kernel
+
+    array = types.Array(numba.from_dtype(np.dtype(dtype)), 1, "C")
+    offsets = types.Array(types.int64, 1, "C")
+    signature = (array, array, array, array, types.int64, types.int64, types.int64, offsets, offsets,
+                 types.UniTuple(types.int64, 9))
+    lines = []
+    for name, trans_a, with_bias in (("forward, im2col(x)·W + b", False, True), ("dW, im2col(x)ᵀ·G", True, False)):
+        kernel = gemm_kernel(np.dtype(dtype), tiling, trans_a, False, with_bias, im2col_loader)
+        lines += compile_report(f"{np.dtype(dtype)} conv2d {name}, tiling {tiling}", kernel, signature, cc, ptxas,
+                                cuobjdump)
+    return "\n".join(lines)
 
 
 def report_persistent(cell: str, dtype, cc: tuple, ptxas: str, cuobjdump: str | None, staged: bool = True) -> str:
@@ -167,7 +209,9 @@ def main() -> int:
                 ((False, False),)
             for trans_a, trans_b in pairs:
                 print(report(dtype, tiling, trans_a, trans_b, cc, ptxas, cuobjdump))
-        print(report(dtype, tilings[0], False, False, cc, ptxas, cuobjdump, with_bias=True))   # dense, conv2d
+        print(report(dtype, tilings[0], False, False, cc, ptxas, cuobjdump, with_bias=True))   # dense
+        for tiling in tilings[:2]:
+            print(report_convolution(dtype, tiling, cc, ptxas, cuobjdump))
     for cell in ("rnn", "gru", "lstm"):
         for dtype in GPU_TILINGS:
             print(report_persistent(cell, dtype, cc, ptxas, cuobjdump))

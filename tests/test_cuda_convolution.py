@@ -19,7 +19,8 @@ from lamina.ops import call
 from lamina.tensor import Tensor
 from lamina_cuda import device
 from lamina_cuda.kernels import convolution, normalization
-from lamina_cuda.kernels.matmul import tiling_for
+from lamina_cuda.kernels.geometry import device_vector
+from lamina_cuda.kernels.matmul import Tiling, product, tiling_for
 from test_convolution import nchw, nhwc, torch_pads      # the NHWC <-> NCHW helpers of the CPU kernels' tests
 
 TOLERANCE = {"float64": 1e-9, "float32": 1e-4}
@@ -59,6 +60,7 @@ CONV_CASES = [  # (m, n_H, n_W, C_prev, C, f, stride, padding)
     (3, 7, 6, 3, 2, 3, 2, "same"), (1, 7, 5, 2, 3, 5, 3, "same"), (2, 5, 7, 2, 2, 2, 2, 1),
     (1, 6, 6, 3, 3, 3, 3, 2), (2, 4, 5, 3, 4, 1, 1, "valid"), (2, 5, 4, 2, 2, 1, 2, 0),
     (1, 7, 8, 2, 2, 2, 3, "valid"),     # stride > f skips pixels
+    (1, 4, 4, 2, 2, 2, 1, 2), (2, 3, 3, 2, 2, 1, 1, 1),    # padding ≥ f: dx's convolution pads g by f − 1 − p < 0
 ]
 
 
@@ -91,7 +93,7 @@ def test_conv2d_matches_torch_and_the_cpu_kernel(case, dtype):
 def test_the_fused_kernels_run_not_the_composite_defaults(cuda, monkeypatch):
     assert all(name in cuda.kernels for name in FUSED)
     calls = []
-    for name in ("im2col", "col2im", "max_pool_forward", "max_pool_backward", "avg_pool_forward",
+    for name in ("product", "col2im", "max_pool_forward", "max_pool_backward", "avg_pool_forward",
                  "avg_pool_backward", "global_avg_pool_forward", "global_avg_pool_backward"):
         original = getattr(convolution, name)
         monkeypatch.setattr(convolution, name,
@@ -104,12 +106,15 @@ def test_the_fused_kernels_run_not_the_composite_defaults(cuda, monkeypatch):
     x = distinct(rng, (1, 4, 4, 2))
     run(cuda, "conv2d", (x, rng.standard_normal((3, 3, 2, 2))), "float64", rng.standard_normal((1, 4, 4, 2)),
         padding="same")
+    run(cuda, "conv2d", (x, rng.standard_normal((3, 3, 2, 2))), "float64", rng.standard_normal((1, 2, 2, 2)),
+        stride=2, padding="same")
     run(cuda, "max_pool2d", (x,), "float64", rng.standard_normal((1, 2, 2, 2)), f=2)
     run(cuda, "avg_pool2d", (x,), "float64", rng.standard_normal((1, 2, 2, 2)), f=2)
     run(cuda, "global_avg_pool2d", (x,), "float64", rng.standard_normal((1, 2)))
     run(cuda, "batch_norm", (x, np.ones(2), np.zeros(2), np.zeros(2), np.ones(2)), "float64",
         rng.standard_normal(x.shape), requires_grad=(True, True, True, False, False), training=True)
-    assert calls == ["im2col", "im2col", "col2im", "max_pool_forward", "max_pool_backward", "avg_pool_forward",
+    # stride 1: three implicit products (z, dx, dW); stride 2: dx goes through col2im
+    assert calls == ["product", "product", "product", "product", "product", "col2im", "max_pool_forward", "max_pool_backward", "avg_pool_forward",
                      "avg_pool_backward", "global_avg_pool_forward", "global_avg_pool_backward", "batch_norm_forward"]
 
 
@@ -133,7 +138,7 @@ def test_conv2d_skips_the_gradients_nobody_needs(cuda, monkeypatch, requires_gra
     x, W, b = rng.standard_normal((2, 5, 5, 2)), rng.standard_normal((3, 3, 2, 3)), rng.standard_normal(3)
     g = rng.standard_normal((2, 3, 3, 3))
     _, want = run("cpu", "conv2d", (x, W, b), "float64", g)
-    calls = _count_calls(monkeypatch, convolution, ("im2col", "col2im"))
+    calls = _count_calls(monkeypatch, convolution, ("product", "col2im"))
     sums = _count_calls(monkeypatch, convolution, ("column_sums",))
     _, grads = run(cuda, "conv2d", (x, W, b), "float64", g, requires_grad=requires_grad)
     for k, needed in enumerate(requires_grad):
@@ -141,8 +146,8 @@ def test_conv2d_skips_the_gradients_nobody_needs(cuda, monkeypatch, requires_gra
             close(grads[k], want[k], "float64")
         else:
             assert grads[k] is None
-    # the forward builds the columns once; the backward rebuilds them only for dW, runs col2im only for dx
-    assert calls == {"im2col": 1 + requires_grad[1], "col2im": int(requires_grad[0])}
+    # one implicit product for z, one for dW and one for dx (stride 1: no col2im), each only if needed
+    assert calls == {"product": 1 + requires_grad[1] + requires_grad[0], "col2im": 0}
     assert sums == {"column_sums": int(requires_grad[2])}
 
 
@@ -160,6 +165,61 @@ def test_conv2d_weight_gradient_summed_over_image_groups(cuda, monkeypatch, grou
     _, want = run("cpu", "conv2d", (x, W), "float64", g)
     close(grads[1], want[1], "float64")
     close(grads[0], want[0], "float64")
+
+
+# ---- the implicit product: columns read from the image ---------------------------------------------------
+IMPLICIT_CASES = [  # (m, n_H, n_W, C, f, stride, (top, bottom, left, right))
+    (2, 5, 6, 1, 3, 1, (1, 1, 1, 1)),      # C = 1: the window position carries through c, b and a in one slice
+    (1, 6, 5, 3, 3, 2, (0, 1, 1, 0)),      # asymmetric padding ("same" with stride 2)
+    (2, 4, 5, 10, 2, 1, (0, 0, 0, 0)),     # C > BK
+    (3, 5, 5, 2, 1, 2, (0, 0, 0, 0)),      # a 1×1 window that skips pixels (not a plain product)
+    (4, 7, 3, 2, 3, 2, (2, 2, 1, 1)),      # ow < BK: a pixel carries through w and h, and into the next image
+]
+IMPLICIT_TILINGS = [Tiling(16, 16, 8, 4, 4), Tiling(32, 32, 8, 4, 4)]   # 2 and 8 rows between a thread's loads
+
+
+def columns(x, f, stride, pads):
+    """im2col on the host (the oracle): (m·oh·ow, f·f·C), row (i·oh + h)·ow + w, column (a·f + b)·C + c."""
+    top, bottom, left, right = pads
+    padded = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    m, H, W, C = padded.shape
+    oh, ow = (H - f) // stride + 1, (W - f) // stride + 1
+    cols = np.empty((m, oh, ow, f, f, C), x.dtype)
+    for a in range(f):
+        for b in range(f):
+            cols[:, :, :, a, b, :] = padded[:, a:a + stride * (oh - 1) + 1:stride, b:b + stride * (ow - 1) + 1:stride]
+    return cols.reshape(m * oh * ow, f * f * C), (oh, ow)
+
+
+@pytest.mark.parametrize("tiling", IMPLICIT_TILINGS, ids=str)
+@pytest.mark.parametrize("case", IMPLICIT_CASES, ids=str)
+def test_the_implicit_product_reads_the_columns_from_the_image(case, tiling):
+    """Z = im2col(x)·W₂ + b and, per group of images, im2col(x)ᵀ·G, read by `im2col_loader`, against the
+    columns built on the host; partial tiles on both axes, every carry of the loader's running indices."""
+    m, n_H, n_W, C, f, stride, pads = case
+    rng = np.random.default_rng(sum(case[:6]))
+    x = rng.standard_normal((m, n_H, n_W, C))
+    cols, out_hw = columns(x, f, stride, pads)
+    rows, width = cols.shape
+    W2, b = rng.standard_normal((width, 3)), rng.standard_normal(3)
+    geometry = convolution._geometry(x.shape, f, stride, pads[0], pads[2], out_hw)
+    x_d = device.to_device(x.reshape(-1))
+    z = device.empty((rows, 3), np.float64)
+    product(x_d, device.to_device(W2.reshape(-1)), z, width, device_vector((0,)), device_vector((0,)),
+            tiling=tiling, bias=device.to_device(b), a_loader=convolution.im2col_loader, geometry=geometry)
+    np.testing.assert_allclose(z.copy_to_host(), cols @ W2 + b, rtol=1e-12, atol=1e-12)
+
+    groups = m // 2 if m % 2 == 0 else m                        # groups of two images (or one), summed after
+    per_group = rows // groups
+    G = rng.standard_normal((rows, 3))
+    partial = device.empty((groups, width, 3), np.float64)
+    product(x_d, device.to_device(G.reshape(-1)), partial, per_group,
+            device_vector(tuple(k * per_group for k in range(groups))),
+            device_vector(tuple(k * per_group * 3 for k in range(groups))), trans_a=True, tiling=tiling,
+            a_loader=convolution.im2col_loader, geometry=geometry)
+    want = np.stack([cols[k * per_group:(k + 1) * per_group].T @ G[k * per_group:(k + 1) * per_group]
+                     for k in range(groups)])
+    np.testing.assert_allclose(partial.copy_to_host(), want, rtol=1e-12, atol=1e-12)
 
 
 # ---- pooling -----------------------------------------------------------------------------------------
@@ -277,11 +337,15 @@ def test_batch_norm_skips_the_gradients_nobody_needs(cuda):
 
 
 # ---- inputs left to the composite defaults -----------------------------------------------------------
-def test_kernels_decline_what_they_do_not_handle(cuda):
+def test_kernels_decline_what_they_do_not_handle(cuda, monkeypatch):
     f64 = lambda *s: cuda.asarray(np.ones(s), np.float64)  # noqa: E731
     f32 = lambda *s: cuda.asarray(np.ones(s), np.float32)  # noqa: E731
     assert cuda.kernels["conv2d"](f64(1, 4, 4, 2), f32(3, 3, 2, 2)) is NotImplemented        # mixed dtypes
     assert cuda.kernels["conv2d"](f64(0, 4, 4, 2), f64(3, 3, 2, 2)) is NotImplemented        # empty batch
+    monkeypatch.setattr(convolution, "MAX_PIXELS", 31)      # past the implicit loader's 32-bit pixel index
+    assert cuda.kernels["conv2d"](f64(2, 4, 4, 2), f64(3, 3, 2, 2)) is NotImplemented          # 32 pixels in
+    assert cuda.kernels["conv2d"](f64(2, 4, 2, 2), f64(1, 1, 2, 2), padding=2) is NotImplemented   # 96 out
+    assert cuda.kernels["conv2d"](f64(1, 4, 4, 2), f64(3, 3, 2, 2)) is not NotImplemented
     assert cuda.kernels["max_pool2d"](f64(1, 4, 4, 1), f=2, padding=2) is NotImplemented      # padding > f/2
     assert cuda.kernels["avg_pool2d"](cuda.asarray(np.ones((1, 4, 4, 1)), np.int64), f=2) is NotImplemented
     assert cuda.kernels["batch_norm"](f64(4, 3, 2), *(f64(3) for _ in range(4)), training=True,

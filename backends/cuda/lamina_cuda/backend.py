@@ -7,6 +7,8 @@ default implementations, made of primitives, so they stay on the device too.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from lamina.backend import Backend, kernel
 from lamina.ops.convolution import spatial_geometry
@@ -300,13 +302,15 @@ class CudaBackend(Backend):
     @kernel("conv2d")
     def conv2d(self, x, W, b=None, *, stride=1, padding="valid", needs_input_grad=None):
         """Z = im2col(x)·W₂ + b with W₂ = W as (f·f·n_C_prev, n_C); dW₂ = im2col(x)ᵀ·G, db = Σ_rows G,
-        dx = col2im(G·W₂ᵀ), each only if `needs_input_grad` asks for it (the backward rebuilds the columns
-        rather than keeping them alive per layer)."""
+        dx = col2im(G·W₂ᵀ), each only if `needs_input_grad` asks for it. The products read the columns from
+        the images (kernels/convolution.py), which index at most MAX_PIXELS pixels; beyond, the default runs."""
         arrays = (x, W) if b is None else (x, W, b)
         if not _same_float(*arrays) or x.ndim != 4 or W.ndim != 4 or W.shape[0] != W.shape[1] \
                 or x.shape[3] != W.shape[2] or not x.size or not W.size:
             return NotImplemented
         ((top, _), (left, _)), out_hw = spatial_geometry("conv2d", x.shape, W.shape[0], stride, padding)
+        if max(math.prod(x.shape[:3]), x.shape[0] * math.prod(out_hw)) > convolution.MAX_PIXELS:
+            return NotImplemented
         z = convolution.conv2d_forward(x, W, b, stride, top, left, out_hw)
         needs = needs_input_grad or (True,) * len(arrays)
 

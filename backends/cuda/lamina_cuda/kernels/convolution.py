@@ -1,5 +1,6 @@
-"""Convolution and pooling kernels on NHWC images (HWIO filters): im2col and col2im around the tiled
-GEMM for conv2d, max pooling with stored argmax, average pooling and global average pooling.
+"""Convolution and pooling kernels on NHWC images (HWIO filters): conv2d as the tiled GEMM over the
+column matrix im2col(x), read straight from the image (implicit GEMM: the columns are never stored),
+col2im for its input gradient, max pooling with stored argmax, average pooling and global average pooling.
 
 Every kernel is a grid-stride loop over a flat C-ordered array whose last axis is the channel, so
 consecutive threads touch consecutive channels and their reads and writes coalesce. The backward
@@ -12,11 +13,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import cuda
+from numba import cuda, int32, uint32, uint64
 
 from .. import device
-from .elementwise import _flat
-from .matmul import affine, gemm, tiling_for
+from . import layout
+from .elementwise import _flat, add
+from .geometry import c_strides, device_vector
+from .matmul import SliceLoader, affine, fused_bias, gemm, product, slice_origin, slice_steps, slice_store, \
+    tiling_for
 from .normalization import column_sums
 from .reduction import reduce
 
@@ -46,22 +50,93 @@ def _windows_holding(y, pad, f, stride, n_out):
     return first, last
 
 
-# ---- conv2d: im2col, col2im ----------------------------------------------------------------------
-@cuda.jit
-def _im2col(x, cols, H, W, C, oh, ow, f, stride, top, left):
-    """cols[(i·oh + h)·ow + w, (a·f + b)·C + c] = x[i, h·s + a − top, w·s + b − left, c], 0 in the padding."""
-    width = f * f * C
-    for k in range(cuda.grid(1), cols.size, cuda.gridsize(1)):
-        row, j = k // width, k % width
-        c, ab = j % C, j // C
-        a, b = ab // f, ab % f
-        w, rest = row % ow, row // ow
-        h, i = rest % oh, rest // oh
-        y, z = h * stride + a - top, w * stride + b - left
-        if 0 <= y < H and 0 <= z < W:
-            cols[k] = x[((i * H + y) * W + z) * C + c]
-        else:
-            cols[k] = x[0] * 0
+# ---- conv2d: the columns as a product's operand, col2im ------------------------------------------
+#: what the implicit loader reads from a product's `geometry`
+GEOMETRY = "(n_H, n_W, n_C_prev, oh, ow, f, stride, top, left)"
+#: the most pixels (m·n_H·n_W) of an image batch the implicit loader indexes (32-bit arithmetic)
+MAX_PIXELS = 2 ** 31 - 1
+#: a window offset that puts every pixel outside the image (the state of rows and columns past the operand)
+OUTSIDE = -(1 << 30)
+
+
+def im2col_loader(width: int, BK: int, T: int, k_contiguous: bool) -> SliceLoader:
+    """The `SliceLoader` of the column matrix cols = im2col(x) (m·oh·ow, f·f·n_C_prev), read from the NHWC image x
+    as the product needs it: cols[(i·oh + h)·ow + w, (a·f + b)·C + c] = x[i, h·s + a − top, w·s + b − left, c],
+    0 in the padding. `k_contiguous`: A = cols (the forward's rows are pixels, k a window position); else
+    A = colsᵀ (dW's rows are window positions, k runs over pixels, from pixel x0 of the batch).
+
+    `begin` divides once per thread: the state holds each load's pixel and the window position of its column;
+    a slice moves them along k by BK with additions and a carry, no divisions. The index arithmetic is 32-bit
+    (`int32` around each step: NVVM narrows what Numba types as 64-bit), which needs fewer than 2³¹ pixels."""
+    LOADS, ROW_STEP, K_STEP = slice_steps(width, BK, T, k_contiguous)
+    origin = slice_origin(width, BK, k_contiguous)
+    WINDOW = LOADS          # the state's row of the window position (a, b, c)
+
+    @cuda.jit(device=True, inline=True)
+    def set_window(state, j, C, f):
+        """state[WINDOW] = (a, b, c) of column j."""
+        state[WINDOW, 2], ab = j % C, j // C
+        state[WINDOW, 0], state[WINDOW, 1] = ab // f, ab % f
+
+    @cuda.jit(device=True, inline=True)
+    def begin(state, x0, first, extent, K, tid, geometry):
+        H, oh, ow, f, stride, top, left = geometry[0], geometry[3], geometry[4], geometry[5], geometry[6], \
+            geometry[7], geometry[8]
+        i, kk = origin(tid)
+        if k_contiguous:        # pixel rows first + i + l·ROW_STEP: (i·n_H, h·s − top, w·s − left), fixed
+            for l in range(LOADS):
+                p = x0 + first + i + l * ROW_STEP
+                rest = p % (oh * ow)
+                state[l, 0] = int32(p // (oh * ow) * H)
+                state[l, 1] = int32(rest // ow * stride - top) if first + i + l * ROW_STEP < extent else OUTSIDE
+                state[l, 2] = int32(rest % ow * stride - left)
+            set_window(state, kk, geometry[2], f)
+        else:                   # pixels x0 + kk + l·K_STEP along k: (i, h, w), moving; column first + i
+            for l in range(LOADS):
+                p = x0 + kk + l * K_STEP
+                rest = p % (oh * ow)
+                state[l, 0], state[l, 1], state[l, 2] = int32(p // (oh * ow)), int32(rest // ow), int32(rest % ow)
+            set_window(state, first + i, geometry[2], f)
+            state[WINDOW, 0] = int32(state[WINDOW, 0] - top) if first + i < extent else OUTSIDE
+            state[WINDOW, 1] = int32(state[WINDOW, 1] - left)
+
+    @cuda.jit(device=True, inline=True)
+    def load(x, state, x0, first, k0, extent, K, tid, staged, geometry):
+        H, W, C = uint32(geometry[0]), uint32(geometry[1]), int32(geometry[2])
+        oh, ow, f, stride = int32(geometry[3]), int32(geometry[4]), int32(geometry[5]), int32(geometry[6])
+        i, kk = origin(tid)
+        for l in range(LOADS):
+            if k_contiguous:
+                row, y, z = state[l, 0], int32(state[l, 1] + state[WINDOW, 0]), int32(state[l, 2] + state[WINDOW, 1])
+            else:
+                row = int32(state[l, 0] * H)
+                y = int32(state[l, 1] * stride + state[WINDOW, 0])
+                z = int32(state[l, 2] * stride + state[WINDOW, 1])
+            if k0 + kk + l * K_STEP < K and uint32(y) < H and uint32(z) < W:     # unsigned: y ≥ 0 too
+                staged[l] = x[uint64(uint32((row + y) * W + z)) * uint64(uint32(C)) + uint64(state[WINDOW, 2])]
+            else:
+                staged[l] = 0
+        if k_contiguous:        # the window position moves on by BK: c first, carrying into b, then a
+            c = int32(state[WINDOW, 2] + BK)
+            while c >= C:
+                c = int32(c - C)
+                state[WINDOW, 1] += 1
+                if state[WINDOW, 1] == f:
+                    state[WINDOW, 1] = 0
+                    state[WINDOW, 0] += 1
+            state[WINDOW, 2] = c
+        else:                   # each pixel moves on by BK: w first, carrying into h, then i
+            for l in range(LOADS):
+                w = int32(state[l, 2] + BK)
+                while w >= ow:
+                    w = int32(w - ow)
+                    state[l, 1] += 1
+                    if state[l, 1] == oh:
+                        state[l, 1] = 0
+                        state[l, 0] += 1
+                state[l, 2] = w
+
+    return SliceLoader(LOADS, (LOADS + 1, 3), begin, load, slice_store(width, BK, T, k_contiguous))
 
 
 @cuda.jit
@@ -87,18 +162,6 @@ def _is_pointwise(f, stride, top, left) -> bool:
     return f == 1 and stride == 1 and top == 0 and left == 0
 
 
-def im2col(x, f: int, stride: int, top: int, left: int, out_hw: tuple):
-    """The (m·oh·ow, f·f·n_C_prev) column matrix of x (m, n_H, n_W, n_C_prev)."""
-    m, H, W, C = x.shape
-    oh, ow = out_hw
-    if _is_pointwise(f, stride, top, left):
-        return x.reshape((m * H * W, C))
-    cols = device.empty((m * oh * ow, f * f * C), x.dtype)
-    blocks, threads = device.launch_1d(cols.size)
-    _im2col[blocks, threads](_flat(x), _flat(cols), H, W, C, oh, ow, f, stride, top, left)
-    return cols
-
-
 def col2im(dcols, x_shape: tuple, f: int, stride: int, top: int, left: int, out_hw: tuple):
     """The adjoint of `im2col`: each pixel of an x-shaped array sums its entries of the columns."""
     m, H, W, C = x_shape
@@ -121,32 +184,68 @@ def _dw_groups(m: int, width: int, c_out: int, dtype) -> int:
     return max(d for d in range(1, wanted + 1) if m % d == 0)
 
 
+def _geometry(x_shape: tuple, f: int, stride: int, top: int, left: int, out_hw: tuple) -> tuple:
+    """The implicit loader's `geometry`, GEOMETRY."""
+    return tuple(int(v) for v in (*x_shape[1:], *out_hw, f, stride, top, left))
+
+
 def conv2d_forward(x, W, b, stride: int, top: int, left: int, out_hw: tuple):
-    """Z = im2col(x)·W₂ + b, W₂ = W as (f·f·n_C_prev, n_C): (m, oh, ow, n_C)."""
+    """Z = im2col(x)·W₂ + b, W₂ = W as (f·f·n_C_prev, n_C): (m, oh, ow, n_C). A 1×1 window of stride 1 without
+    padding is a plain product of x; otherwise the product reads its columns from x (`im2col_loader`)."""
     f, _, c_prev, c_out = W.shape
-    z = affine(im2col(x, f, stride, top, left, out_hw), W.reshape((f * f * c_prev, c_out)), b)
-    return z.reshape((x.shape[0],) + tuple(out_hw) + (c_out,))
+    W2 = W.reshape((f * f * c_prev, c_out))
+    shape = (x.shape[0],) + tuple(out_hw) + (c_out,)
+    if _is_pointwise(f, stride, top, left):
+        return affine(x.reshape((x.size // c_prev, c_prev)), W2, b).reshape(shape)
+    z = device.empty((math.prod(shape[:3]), c_out), x.dtype)
+    fused = fused_bias(b, c_out, z.dtype)
+    product(_flat(x), _flat(W2), z, f * f * c_prev, device_vector((0,)), device_vector((0,)),
+            bias=b if fused else None, a_loader=im2col_loader, geometry=_geometry(x.shape, f, stride, top, left, out_hw))
+    if b is not None and not fused:
+        add(z, b, out=z)
+    return z.reshape(shape)
 
 
 def conv2d_backward(x, W, g, stride: int, top: int, left: int, out_hw: tuple, needs: tuple):
     """(dx, dW, db) for upstream g (m, oh, ow, n_C), None where `needs` (x, W, b) says False:
-    dW₂ = im2col(x)ᵀ·G (per group of images, then summed), db = Σ_rows G, dx = col2im(G·W₂ᵀ)."""
+    dW₂ = im2col(x)ᵀ·G (per group of images, then summed), db = Σ_rows G; dx = col2im(G·W₂ᵀ), which for
+    stride 1 is the convolution of g (padded by f − 1 − top, f − 1 − left) with W turned by 180° (`_turned`),
+    computed as the forward is, without the columns."""
     f, _, c_prev, c_out = W.shape
     m, width = x.shape[0], f * f * c_prev
     rows = m * out_hw[0] * out_hw[1]
     g2 = g.reshape((rows, c_out))
-    W2 = W.reshape((width, c_out))
     dx = dW = db = None
     if needs[1]:
         groups = _dw_groups(m, width, c_out, x.dtype)
-        cols = im2col(x, f, stride, top, left, out_hw).reshape((groups, rows // groups, width))
-        partial = gemm(cols, g2.reshape((groups, rows // groups, c_out)), trans_a=True)
+        per_group = rows // groups
+        partial = device.empty((groups, width, c_out), x.dtype)
+        b_offsets = device_vector(tuple(k * per_group * c_out for k in range(groups)))
+        if _is_pointwise(f, stride, top, left):
+            a_offsets = device_vector(tuple(k * per_group * width for k in range(groups)))
+            product(_flat(x), _flat(g2), partial, per_group, a_offsets, b_offsets, trans_a=True)
+        else:
+            a_offsets = device_vector(tuple(k * per_group for k in range(groups)))     # the groups' first pixels
+            product(_flat(x), _flat(g2), partial, per_group, a_offsets, b_offsets, trans_a=True,
+                    a_loader=im2col_loader, geometry=_geometry(x.shape, f, stride, top, left, out_hw))
         dW = (partial.reshape((width, c_out)) if groups == 1 else reduce("sum", partial, (0,))).reshape(W.shape)
     if len(needs) > 2 and needs[2]:
         db = column_sums(g2)
     if needs[0]:
-        dx = col2im(gemm(g2, W2, trans_b=True), x.shape, f, stride, top, left, out_hw)
+        if stride == 1:
+            dx = conv2d_forward(g, _turned(W), None, 1, f - 1 - top, f - 1 - left, tuple(x.shape[1:3]))
+        else:
+            dx = col2im(gemm(g2, W.reshape((width, c_out)), trans_b=True), x.shape, f, stride, top, left, out_hw)
     return dx, dW, db
+
+
+def _turned(W):
+    """W' (f, f, n_C, n_C_prev) with W'[a, b, o, c] = W[f − 1 − a, f − 1 − b, c, o]: the filter that takes g back to
+    dx in a stride-1 convolution."""
+    f, _, c_prev, c_out = W.shape
+    strides = c_strides(W.shape)
+    return layout.gather(W, (f - 1) * (strides[0] + strides[1]), (f, f, c_out, c_prev),
+                         (-strides[0], -strides[1], 1, c_out))
 
 
 # ---- pooling -------------------------------------------------------------------------------------

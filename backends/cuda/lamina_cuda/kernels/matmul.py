@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -77,24 +78,65 @@ def tiling_for(dtype, M: int | None = None, N: int | None = None, batches: int =
                 max(covering, key=lambda t: useful_share(t, M, N)))
 
 
-def _slice_loader(width: int, BK: int, T: int, k_contiguous: bool):
-    """Device functions moving one BK×width slice of an operand, global → registers → shared.
+class SliceLoader(NamedTuple):
+    """Device functions moving one BK×width slice of an operand, global → registers → shared, for `gemm_kernel`.
 
-    The operand is (width, K) row-major when `k_contiguous` (A, or Bᵀ stored), else (K, width).
-    Consecutive threads take consecutive addresses of global memory, and a thread's loads lie a
-    fixed step apart: T/BK rows of the operand, or T/width rows of K."""
-    LOADS = width * BK // T
-    ROW_STEP, K_STEP = (T // BK, 0) if k_contiguous else (0, T // width)
+    begin(state, x0, first, extent, K, tid, geometry) sets up a thread's `state` (a local int32 array of shape
+    `state`) for the operand of batch origin x0, whose rows first… of `extent` the block covers; then
+    load(x, state, x0, first, k0, extent, K, tid, staged, geometry) reads the slice at k0 (called for k0 = 0, BK,
+    2·BK, … in turn) into `loads` registers, 0 outside the operand, and store(staged, tid, shared, buffer) puts
+    them in shared memory, as As[buffer, k, i]. `geometry` is a tuple of ints a loader may read."""
+    loads: int
+    state: tuple
+    begin: object
+    load: object
+    store: object
 
+
+def slice_origin(width: int, BK: int, k_contiguous: bool):
+    """Device function: (i, kk) of a thread's first element in a slice. Consecutive threads take consecutive
+    addresses of a (width, K) row-major operand when `k_contiguous`, else of a (K, width) one."""
     @cuda.jit(device=True, inline=True)
     def origin(tid):
-        """(i, kk) of the thread's first element in the slice."""
         if k_contiguous:
             return tid // BK, tid % BK
         return tid % width, tid // width
 
+    return origin
+
+
+def slice_steps(width: int, BK: int, T: int, k_contiguous: bool) -> tuple[int, int, int]:
+    """(loads per thread, rows of the operand between them, steps of k between them)."""
+    return (width * BK // T,) + ((T // BK, 0) if k_contiguous else (0, T // width))
+
+
+def slice_store(width: int, BK: int, T: int, k_contiguous: bool):
+    """Device function putting a thread's staged elements of a slice in shared memory."""
+    LOADS, ROW_STEP, K_STEP = slice_steps(width, BK, T, k_contiguous)
+    origin = slice_origin(width, BK, k_contiguous)
+
     @cuda.jit(device=True, inline=True)
-    def load(x, x0, first, k0, extent, K, tid, staged):
+    def store(staged, tid, shared, buffer):
+        i, kk = origin(tid)
+        for l in range(LOADS):
+            shared[buffer, uint32(kk + l * K_STEP), uint32(i + l * ROW_STEP)] = staged[l]
+
+    return store
+
+
+def dense_loader(width: int, BK: int, T: int, k_contiguous: bool) -> SliceLoader:
+    """The `SliceLoader` of an operand in memory: (width, K) row-major when `k_contiguous` (A, or Bᵀ stored),
+    else (K, width), from flat element x0 of x. A thread's loads lie a fixed step apart: T/BK rows of the
+    operand, or T/width rows of K. It needs no state."""
+    LOADS, ROW_STEP, K_STEP = slice_steps(width, BK, T, k_contiguous)
+    origin = slice_origin(width, BK, k_contiguous)
+
+    @cuda.jit(device=True, inline=True)
+    def begin(state, x0, first, extent, K, tid, geometry):
+        return
+
+    @cuda.jit(device=True, inline=True)
+    def load(x, state, x0, first, k0, extent, K, tid, staged, geometry):
         i, kk = origin(tid)
         gi, gk = first + i, k0 + kk
         if k_contiguous:
@@ -107,31 +149,29 @@ def _slice_loader(width: int, BK: int, T: int, k_contiguous: bool):
             else:
                 staged[l] = 0
 
-    @cuda.jit(device=True, inline=True)
-    def store(staged, tid, shared, buffer):
-        i, kk = origin(tid)
-        for l in range(LOADS):
-            shared[buffer, uint32(kk + l * K_STEP), uint32(i + l * ROW_STEP)] = staged[l]
-
-    return LOADS, load, store
+    return SliceLoader(LOADS, (1,), begin, load, slice_store(width, BK, T, k_contiguous))
 
 
 @lru_cache(maxsize=None)
-def gemm_kernel(dtype: np.dtype, tiling: Tiling, trans_a: bool, trans_b: bool, with_bias: bool = False):
+def gemm_kernel(dtype: np.dtype, tiling: Tiling, trans_a: bool, trans_b: bool, with_bias: bool = False,
+                a_loader=dense_loader):
     """The compiled kernel for one dtype, tiling and pair of transpositions (see the module docstring);
-    `with_bias` adds bias[j] to every row of C as it is written (a dense layer's Z = X·W + b in one pass).
+    `with_bias` adds bias[j] to every row of C as it is written (a dense layer's Z = X·W + b in one pass);
+    `a_loader` makes the `SliceLoader` of A (a product whose A is computed as it is read, as a convolution's
+    columns, passes its own).
 
     Launch it on grid (⌈N/BN⌉, ⌈M/BM⌉, batches) with `tiling.threads` threads:
-    kernel(a, b, c, bias, M, N, K, a_offsets, b_offsets), the operands flat, bias a vector of N (any array of
-    the dtype when unused) and the offsets per batch."""
+    kernel(a, b, c, bias, M, N, K, a_offsets, b_offsets, geometry), the operands flat, bias a vector of N (any
+    array of the dtype when unused), the offsets per batch and `geometry` a tuple of ints for A's loader."""
     BM, BN, BK, TM, TN = tiling.BM, tiling.BN, tiling.BK, tiling.TM, tiling.TN
     TY, TX, T = BM // TM, BN // TN, tiling.threads
     V = math.gcd(max(1, VECTOR_BYTES // np.dtype(dtype).itemsize), TM, TN)     # elements per run
     if T % BK or T % BM or T % BN or BK % 2:
         raise ValueError(f"tiling {tiling}: its {T} threads must be a multiple of BK, BM and BN, and BK even")
     ROW_RUNS, COLUMN_RUNS = TM // V, TN // V
-    A_LOADS, load_a, store_a = _slice_loader(BM, BK, T, k_contiguous=not trans_a)
-    B_LOADS, load_b, store_b = _slice_loader(BN, BK, T, k_contiguous=trans_b)
+    A, B = a_loader(BM, BK, T, k_contiguous=not trans_a), dense_loader(BN, BK, T, k_contiguous=trans_b)
+    A_LOADS, B_LOADS, A_STATE, B_STATE = A.loads, B.loads, A.state, B.state
+    begin_a, load_a, store_a, begin_b, load_b, store_b = A.begin, A.load, A.store, B.begin, B.load, B.store
     element = numba.from_dtype(np.dtype(dtype))
     simulated = device.simulator()
     ALIGN = None if simulated else VECTOR_BYTES         # the simulator refuses an alignment
@@ -139,7 +179,7 @@ def gemm_kernel(dtype: np.dtype, tiling: Tiling, trans_a: bool, trans_b: bool, w
     A_SHARED, B_SHARED = (2, BK, BM + V), (2, BK, BN + V)   # two buffers, rows padded by a vector
 
     @cuda.jit(**options)
-    def kernel(a, b, c, bias, M, N, K, a_offsets, b_offsets):
+    def kernel(a, b, c, bias, M, N, K, a_offsets, b_offsets, geometry):
         As = cuda.shared.array(A_SHARED, element, alignment=ALIGN)
         Bs = cuda.shared.array(B_SHARED, element, alignment=ALIGN)
         acc = cuda.local.array((TM, TN), element)
@@ -147,6 +187,8 @@ def gemm_kernel(dtype: np.dtype, tiling: Tiling, trans_a: bool, trans_b: bool, w
         b_frag = cuda.local.array(TN, element)
         a_staged = cuda.local.array(A_LOADS, element)
         b_staged = cuda.local.array(B_LOADS, element)
+        a_state = cuda.local.array(A_STATE, numba.int32)
+        b_state = cuda.local.array(B_STATE, numba.int32)
         tid = cuda.threadIdx.x
         rows, columns = uint32((tid // TX) * V), uint32((tid % TX) * V)    # the first of each run
         z = cuda.blockIdx.z
@@ -155,8 +197,10 @@ def gemm_kernel(dtype: np.dtype, tiling: Tiling, trans_a: bool, trans_b: bool, w
         for r in range(TM):
             for q in range(TN):
                 acc[r, q] = 0
-        load_a(a, a0, row0, 0, M, K, tid, a_staged)
-        load_b(b, b0, col0, 0, N, K, tid, b_staged)
+        begin_a(a_state, a0, row0, M, K, tid, geometry)
+        begin_b(b_state, b0, col0, N, K, tid, geometry)
+        load_a(a, a_state, a0, row0, 0, M, K, tid, a_staged, geometry)
+        load_b(b, b_state, b0, col0, 0, N, K, tid, b_staged, geometry)
         store_a(a_staged, tid, As, uint32(0))
         store_b(b_staged, tid, Bs, uint32(0))
         cuda.syncthreads()
@@ -165,8 +209,8 @@ def gemm_kernel(dtype: np.dtype, tiling: Tiling, trans_a: bool, trans_b: bool, w
             buffer = uint32(s % 2)
             more = s + 1 < slices
             if more:                                    # the next slice's global loads overlap the products
-                load_a(a, a0, row0, (s + 1) * BK, M, K, tid, a_staged)
-                load_b(b, b0, col0, (s + 1) * BK, N, K, tid, b_staged)
+                load_a(a, a_state, a0, row0, (s + 1) * BK, M, K, tid, a_staged, geometry)
+                load_b(b, b_state, b0, col0, (s + 1) * BK, N, K, tid, b_staged, geometry)
             for pair in range(BK // 2):                 # NVVM unrolls the steps of a pair, not of a slice
                 for half in range(2):
                     k = uint32(2 * pair + half)
@@ -210,28 +254,42 @@ def gemm(a, b, trans_a: bool = False, trans_b: bool = False, tiling: Tiling | No
     M, K = (a_shape[-1], a_shape[-2]) if trans_a else (a_shape[-2], a_shape[-1])
     N = b_shape[-2] if trans_b else b_shape[-1]
     batch = tuple(np.broadcast_shapes(a_shape[:-2], b_shape[:-2]))
-    count = int(np.prod(batch, dtype=np.int64))
     out = device.empty(batch + (M, N), np.result_type(a.dtype, b.dtype))
+    return product(a.reshape(a.size), b.reshape(b.size), out, K, _batch_offsets(batch, a_shape[:-2], M * K),
+                   _batch_offsets(batch, b_shape[:-2], K * N), trans_a, trans_b, tiling, bias)
+
+
+def product(a, b, out, K: int, a_offsets, b_offsets, trans_a: bool = False, trans_b: bool = False,
+            tiling: Tiling | None = None, bias=None, a_loader=dense_loader, geometry: tuple = ()):
+    """Writes op(A)·op(B) [+ bias] of every batch into `out` (batches, …, M, N) and returns it: a and b flat,
+    batch z's operands at a_offsets[z] and b_offsets[z] (device vectors, as each loader reads them), A read by
+    `a_loader` with `geometry` (see `gemm_kernel`). The one launch of every matrix product of the backend."""
     if out.size == 0:
         return out
+    M, N = out.shape[-2:]
+    count = out.size // (M * N)
     if bias is not None and (tuple(bias.shape) != (N,) or bias.dtype != out.dtype):
         raise ValueError(f"gemm: bias must be a vector of {N} {out.dtype}, got shape {tuple(bias.shape)} and "
                          f"dtype {bias.dtype}")
     if K == 0:
         return fill(out, 0) if bias is None else add(fill(out, 0), bias, out=out)
     tiling = tiling or tiling_for(out.dtype, M, N, count)
-    a_offsets = _batch_offsets(batch, a_shape[:-2], M * K)
-    b_offsets = _batch_offsets(batch, b_shape[:-2], K * N)
     grid = (-(-N // tiling.BN), -(-M // tiling.BM), count)
     flat = out.reshape(out.size)
-    gemm_kernel(np.dtype(out.dtype), tiling, bool(trans_a), bool(trans_b), bias is not None)[grid, tiling.threads](
-        a.reshape(a.size), b.reshape(b.size), flat, flat if bias is None else bias, M, N, K, a_offsets, b_offsets)
+    gemm_kernel(np.dtype(out.dtype), tiling, bool(trans_a), bool(trans_b), bias is not None, a_loader)[
+        grid, tiling.threads](a, b, flat, flat if bias is None else bias, M, N, K, a_offsets, b_offsets,
+                              geometry or (0,))
     return out
+
+
+def fused_bias(b, n: int, dtype) -> bool:
+    """Whether bias b can join a product's epilogue: a vector of n of the result's dtype."""
+    return b is not None and tuple(b.shape) == (n,) and b.dtype == dtype
 
 
 def affine(x, W, b=None):
     """x·W + b for x (M, K), W (K, N): b joins the product's epilogue when it is a vector of N of the result's dtype,
     else (any other broadcastable shape or dtype) it is added by the elementwise kernel."""
-    fused = b is not None and tuple(b.shape) == (W.shape[1],) and b.dtype == np.result_type(x.dtype, W.dtype)
+    fused = fused_bias(b, W.shape[1], np.result_type(x.dtype, W.dtype))
     z = gemm(x, W, bias=b if fused else None)
     return z if b is None or fused else add(z, b, out=z)

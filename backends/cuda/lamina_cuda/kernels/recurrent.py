@@ -31,7 +31,7 @@ from . import layout, persistent, reduction
 from .elementwise import _flat
 from .geometry import device_vector
 from .joining import concatenate
-from .matmul import gemm, gemm_kernel, tiling_for
+from .matmul import affine, gemm, product
 
 
 # ---- scalar helpers ----------------------------------------------------------------------------------
@@ -325,21 +325,17 @@ def _columns(W, start: int, stop: int):
 
 class _StepProduct:
     """out (M, N) = A_t·op(B) into one preallocated buffer, A_t the (M, K) block at offset t·M·K of a flat
-    time-major array: the tiled kernel of `matmul` launched without allocating or slicing per step."""
+    time-major array: the tiled product of `matmul` launched without allocating or slicing per step."""
 
     def __init__(self, B, M: int, K: int, trans_b: bool = False):
-        self.B, self.M, self.K = _flat(B), M, K
-        N = B.shape[0] if trans_b else B.shape[1]
-        self.flat = _flat(device.empty((M, N), B.dtype))
-        tiling = tiling_for(B.dtype, M, N)
-        self.kernel = gemm_kernel(np.dtype(B.dtype), tiling, False, trans_b)
-        self.launch = ((N + tiling.BN - 1) // tiling.BN, (M + tiling.BM - 1) // tiling.BM, 1), tiling.threads
-        self.N = N
+        self.B, self.K, self.trans_b = _flat(B), K, trans_b
+        self.out = device.empty((M, B.shape[0] if trans_b else B.shape[1]), B.dtype)
+        self.flat = _flat(self.out)
 
     def __call__(self, A, t: int):
-        grid, threads = self.launch
-        self.kernel[grid, threads](A, self.B, self.flat, self.flat, self.M, self.N, self.K,
-                                   device_vector((t * self.M * self.K,)), device_vector((0,)))
+        M = self.out.shape[0]
+        product(A, self.B, self.out, self.K, device_vector((t * M * self.K,)), device_vector((0,)),
+                trans_b=self.trans_b)
         return self.flat
 
 
@@ -357,8 +353,7 @@ def sequence(cell, x, states, W_x, W_a, b_x, b_a, P, mask, returns, reset_after)
     masked = mask is not None
     mask_d = _flat(device.to_device(mask)) if masked else _placeholder()
     x_tm = layout.transpose(x, (1, 0, 2)).reshape((T * m, n_x))
-    XW = gemm(x_tm, W_x)
-    ew.add(XW, b_x, out=XW)
+    XW = affine(x_tm, W_x, b_x)
     if seed_gru:
         ew.add(XW, b_a, out=XW)
     XW = XW.reshape((T, m, G))
