@@ -247,16 +247,32 @@ def _batch_offsets(batch_shape: tuple, operand_batch: tuple, matrix_size: int):
     return device_vector(tuple(int(v) * matrix_size for v in index.ravel()))
 
 
-def gemm(a, b, trans_a: bool = False, trans_b: bool = False, tiling: Tiling | None = None, bias=None):
-    """op(a) @ op(b) [+ bias] over the broadcast batch axes; op transposes the last two axes where asked, and
-    `bias`, a vector of N of the result's dtype, is added to every row as the product is written."""
-    a_shape, b_shape = tuple(a.shape), tuple(b.shape)
+@lru_cache(maxsize=4096)
+def _gemm_shapes(a_shape: tuple, b_shape: tuple, a_dtype, b_dtype, trans_a: bool, trans_b: bool):
+    """(out shape, out dtype, K, a_offsets, b_offsets) of `gemm` for operands of these shapes and dtypes."""
     M, K = (a_shape[-1], a_shape[-2]) if trans_a else (a_shape[-2], a_shape[-1])
     N = b_shape[-2] if trans_b else b_shape[-1]
     batch = tuple(np.broadcast_shapes(a_shape[:-2], b_shape[:-2]))
-    out = device.empty(batch + (M, N), np.result_type(a.dtype, b.dtype))
-    return product(a.reshape(a.size), b.reshape(b.size), out, K, _batch_offsets(batch, a_shape[:-2], M * K),
-                   _batch_offsets(batch, b_shape[:-2], K * N), trans_a, trans_b, tiling, bias)
+    return (batch + (M, N), np.result_type(a_dtype, b_dtype), K, _batch_offsets(batch, a_shape[:-2], M * K),
+            _batch_offsets(batch, b_shape[:-2], K * N))
+
+
+def gemm(a, b, trans_a: bool = False, trans_b: bool = False, tiling: Tiling | None = None, bias=None):
+    """op(a) @ op(b) [+ bias] over the broadcast batch axes; op transposes the last two axes where asked, and
+    `bias`, a vector of N of the result's dtype, is added to every row as the product is written."""
+    shape, dtype, K, a_offsets, b_offsets = _gemm_shapes(tuple(a.shape), tuple(b.shape), a.dtype, b.dtype,
+                                                         bool(trans_a), bool(trans_b))
+    return product(a.reshape(a.size), b.reshape(b.size), device.empty(shape, dtype), K, a_offsets, b_offsets,
+                   trans_a, trans_b, tiling, bias)
+
+
+@lru_cache(maxsize=4096)
+def _launch(dtype, M: int, N: int, count: int, trans_a: bool, trans_b: bool, with_bias: bool, a_loader,
+            tiling: Tiling | None):
+    """(kernel, grid, threads) of `product` for this problem (the tiling chosen by `tiling_for` unless given)."""
+    tiling = tiling or tiling_for(dtype, M, N, count)
+    return (gemm_kernel(np.dtype(dtype), tiling, trans_a, trans_b, with_bias, a_loader),
+            (-(-N // tiling.BN), -(-M // tiling.BM), count), tiling.threads)
 
 
 def product(a, b, out, K: int, a_offsets, b_offsets, trans_a: bool = False, trans_b: bool = False,
@@ -268,17 +284,15 @@ def product(a, b, out, K: int, a_offsets, b_offsets, trans_a: bool = False, tran
         return out
     M, N = out.shape[-2:]
     count = out.size // (M * N)
-    if bias is not None and (tuple(bias.shape) != (N,) or bias.dtype != out.dtype):
+    if bias is not None and (bias.shape != (N,) or bias.dtype != out.dtype):
         raise ValueError(f"gemm: bias must be a vector of {N} {out.dtype}, got shape {tuple(bias.shape)} and "
                          f"dtype {bias.dtype}")
     if K == 0:
         return fill(out, 0) if bias is None else add(fill(out, 0), bias, out=out)
-    tiling = tiling or tiling_for(out.dtype, M, N, count)
-    grid = (-(-N // tiling.BN), -(-M // tiling.BM), count)
+    kernel, grid, threads = _launch(out.dtype, M, N, count, bool(trans_a), bool(trans_b), bias is not None, a_loader,
+                                    tiling)
     flat = out.reshape(out.size)
-    gemm_kernel(np.dtype(out.dtype), tiling, bool(trans_a), bool(trans_b), bias is not None, a_loader)[
-        grid, tiling.threads](a, b, flat, flat if bias is None else bias, M, N, K, a_offsets, b_offsets,
-                              geometry or (0,))
+    kernel[grid, threads](a, b, flat, flat if bias is None else bias, M, N, K, a_offsets, b_offsets, geometry or (0,))
     return out
 
 
