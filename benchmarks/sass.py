@@ -122,18 +122,21 @@ def compile_report(name: str, kernel, signature: tuple, cc: tuple, ptxas: str, c
 
 
 def report(dtype, tiling, trans_a: bool, trans_b: bool, cc: tuple, ptxas: str, cuobjdump: str | None,
-           with_bias: bool = False) -> str:
+           epilogue: str = "store", a_loader=None) -> str:
     import numba
     from numba import types
 
     from lamina_cuda.kernels.matmul import gemm_kernel
 
-    kernel = gemm_kernel(np.dtype(dtype), tiling, trans_a, trans_b, with_bias)
+    from lamina_cuda.kernels.matmul import dense_loader
+
+    kernel = gemm_kernel(np.dtype(dtype), tiling, trans_a, trans_b, epilogue, a_loader or dense_loader)
     array = types.Array(numba.from_dtype(np.dtype(dtype)), 1, "C")
     offsets = types.Array(types.int64, 1, "C")
     signature = (array, array, array, array, types.int64, types.int64, types.int64, offsets, offsets,
                  types.UniTuple(types.int64, 1))
-    name = f"{np.dtype(dtype)} {'Aᵀ' if trans_a else 'A'}·{'Bᵀ' if trans_b else 'B'}{' + bias' if with_bias else ''}, " \
+    name = f"{np.dtype(dtype)} {'Aᵀ' if trans_a else 'A'}·{'Bᵀ' if trans_b else 'B'}" \
+           f"{'' if epilogue == 'store' else f', epilogue {epilogue}'}{f', {a_loader.__name__}' if a_loader else ''}, " \
            f"tiling {tiling}"
     return "\n".join(compile_report(name, kernel, signature, cc, ptxas, cuobjdump))
 
@@ -151,8 +154,8 @@ def report_convolution(dtype, tiling, cc: tuple, ptxas: str, cuobjdump: str | No
     signature = (array, array, array, array, types.int64, types.int64, types.int64, offsets, offsets,
                  types.UniTuple(types.int64, 9))
     lines = []
-    for name, trans_a, with_bias in (("forward, im2col(x)·W + b", False, True), ("dW, im2col(x)ᵀ·G", True, False)):
-        kernel = gemm_kernel(np.dtype(dtype), tiling, trans_a, False, with_bias, im2col_loader)
+    for name, trans_a, epilogue in (("forward, im2col(x)·W + b", False, "bias"), ("dW, im2col(x)ᵀ·G", True, "store")):
+        kernel = gemm_kernel(np.dtype(dtype), tiling, trans_a, False, epilogue, im2col_loader)
         lines += compile_report(f"{np.dtype(dtype)} conv2d {name}, tiling {tiling}", kernel, signature, cc, ptxas,
                                 cuobjdump)
     return "\n".join(lines)
@@ -201,7 +204,7 @@ def main() -> int:
         return 2
     cuobjdump = tool("cuobjdump", "CUOBJDUMP")
     cc = tuple(int(part) for part in args.cc.split("."))
-    from lamina_cuda.kernels.matmul import GPU_TILINGS
+    from lamina_cuda.kernels.matmul import GPU_TILINGS, ones_row_loader
 
     for dtype, tilings in GPU_TILINGS.items():             # every transposition of the largest tiling,
         for tiling in tilings:                              # the plain product of the others
@@ -209,7 +212,9 @@ def main() -> int:
                 ((False, False),)
             for trans_a, trans_b in pairs:
                 print(report(dtype, tiling, trans_a, trans_b, cc, ptxas, cuobjdump))
-        print(report(dtype, tilings[0], False, False, cc, ptxas, cuobjdump, with_bias=True))   # dense
+        print(report(dtype, tilings[0], False, False, cc, ptxas, cuobjdump, epilogue="bias"))   # dense
+        print(report(dtype, tilings[0], True, False, cc, ptxas, cuobjdump, epilogue="bias_gradient",
+                     a_loader=ones_row_loader))                                             # dense dW, db
         for tiling in tilings[:2]:
             print(report_convolution(dtype, tiling, cc, ptxas, cuobjdump))
     for cell in ("rnn", "gru", "lstm"):

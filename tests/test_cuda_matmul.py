@@ -1,15 +1,18 @@
 """The CUDA backend's tiled matrix product (lamina_cuda.kernels.matmul): every pair of transpositions,
 sizes off the tile grid in M, N and K (partial tiles and slices), broadcast batches, float32 and float64,
 against NumPy; tilings whose threads hold several runs of rows and columns (the GPU's arrangement) as
-well as the simulator's; the bias added in the epilogue (dense, conv2d); the step products of the
-recurrences; tilings the kernel cannot split.
+well as the simulator's; the bias added in the epilogue (dense, conv2d), and a dense layer's dW and db
+from one product (the ones row and the bias-gradient epilogue); the step products of the recurrences;
+tilings the kernel cannot split.
 
 Without a GPU these run in Numba's CUDA simulator (tests/conftest.py), so the shapes are small."""
 import numpy as np
 import pytest
 
-from lamina.backend import load_backend      # noqa: F401  (registers the backends' plugins)
+from lamina.backend import load_backend
 from lamina_cuda import device
+from lamina_cuda.kernels import matmul
+from lamina_cuda.kernels.geometry import device_vector
 from lamina_cuda.kernels.matmul import Tiling, affine, gemm, gemm_kernel, tiling_for
 
 TOLERANCE = {np.float64: 1e-12, np.float32: 1e-5, np.float16: 1e-2}
@@ -98,6 +101,73 @@ def test_affine_fuses_a_vector_bias_and_adds_any_other(bias_shape):
     b = None if bias_shape is None else rng.standard_normal(bias_shape)
     got = affine(device.to_device(x), device.to_device(W), None if b is None else device.to_device(b)).copy_to_host()
     np.testing.assert_allclose(got, x @ W + (0 if b is None else b), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("tiling", [Tiling(16, 16, 8, 4, 4), Tiling(32, 32, 8, 4, 4)], ids=str)
+@pytest.mark.parametrize("rows, n_in, N", [(1, 1, 1), (19, 16, 5), (40, 31, 17)],
+                         ids=["1x1x1", "ones-row-alone-in-a-tile", "partial-tiles"])
+def test_the_bias_gradient_epilogue_gives_dW_and_db_from_one_product(rows, n_in, N, tiling, dtype):
+    """[x | 1]ᵀ·g through `ones_row_loader`: its first n_in rows are xᵀ·g (dW), its last Σ_rows g (db), written to
+    its own vector. n_in = 16 puts the ones row alone in a new tile of 16 rows."""
+    rng = np.random.default_rng(rows + n_in + N)
+    x, g = rng.standard_normal((rows, n_in)).astype(dtype), rng.standard_normal((rows, N)).astype(dtype)
+    dW, db = device.empty((n_in, N), dtype), device.empty((N,), dtype)
+    zero = device_vector((0,))
+    matmul.product(device.to_device(x.ravel()), device.to_device(g.ravel()), dW, rows, zero, zero, trans_a=True,
+                   tiling=tiling, a_loader=matmul.ones_row_loader, last_row=db)
+    tol = TOLERANCE[dtype]
+    np.testing.assert_allclose(dW.copy_to_host(), x.T @ g, rtol=tol, atol=tol * rows)
+    np.testing.assert_allclose(db.copy_to_host(), g.sum(axis=0), rtol=tol, atol=tol * rows)
+
+
+def test_the_ones_row_follows_an_operand_read_along_k():
+    """A = [a; 1ᵀ] with a stored (M, K) row-major: the product's last row is the column sums of B."""
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((5, 11)), rng.standard_normal((11, 7))
+    out, last = device.empty((5, 7), np.float64), device.empty((7,), np.float64)
+    zero = device_vector((0,))
+    matmul.product(device.to_device(a.ravel()), device.to_device(b.ravel()), out, 11, zero, zero,
+                   a_loader=matmul.ones_row_loader, last_row=last)
+    np.testing.assert_allclose(out.copy_to_host(), a @ b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(last.copy_to_host(), b.sum(axis=0), rtol=1e-12, atol=1e-12)
+
+
+def test_weight_and_bias_gradients_of_no_rows_are_zeros():
+    dW, db = matmul.weight_and_bias_gradients(device.to_device(np.ones((0, 3))), device.to_device(np.ones((0, 2))))
+    np.testing.assert_array_equal(dW.copy_to_host(), np.zeros((3, 2)))
+    np.testing.assert_array_equal(db.copy_to_host(), np.zeros(2))
+
+
+def test_the_bias_gradient_epilogue_refuses_what_it_cannot_write():
+    zero = device_vector((0,))
+    a, out = device.to_device(np.ones(6)), device.empty((3, 2), np.float64)
+    with pytest.raises(ValueError, match=r"gemm: last_row must be a vector of 2 float64, got shape \(3,\)"):
+        matmul.product(a, a, out, 2, zero, zero, last_row=device.empty((3,), np.float64))
+    with pytest.raises(ValueError, match="last_row takes the last row of one product without a bias"):
+        matmul.product(a, a, out, 2, zero, zero, last_row=device.empty((2,), np.float64),
+                       bias=device.empty((2,), np.float64))
+    with pytest.raises(ValueError, match="epilogue must be one of store, bias, bias_gradient, got 'relu'"):
+        gemm_kernel(np.dtype(np.float64), Tiling(16, 16, 8, 4, 4), False, False, "relu")
+
+
+def test_a_dense_layer_takes_dW_and_db_from_one_product(monkeypatch):
+    """The dense op's backward with a bias: dx and [dW; db] (two products), no separate column sum."""
+    cuda = load_backend("cuda")
+    calls = []
+    original = matmul.product
+    monkeypatch.setattr(matmul, "product", lambda *a, **k: calls.append(k.get("last_row") is not None) or
+                        original(*a, **k))
+    monkeypatch.setattr("lamina_cuda.kernels.reduction.reduce", lambda *a, **k: pytest.fail("a separate column sum"))
+    rng = np.random.default_rng(4)
+    x, W, b, g = (rng.standard_normal(s) for s in ((6, 3), (3, 4), (4,), (6, 4)))
+    z, backprop = cuda.kernels["dense"](cuda.asarray(x, np.float64), cuda.asarray(W, np.float64),
+                                        cuda.asarray(b, np.float64))
+    calls.clear()
+    dx, dW, db = backprop(cuda.asarray(g, np.float64))
+    assert calls == [False, True]
+    for got, want in ((dx, g @ W.T), (dW, x.T @ g), (db, g.sum(axis=0))):
+        np.testing.assert_allclose(got.copy_to_host(), want, rtol=1e-12, atol=1e-12)
 
 
 def test_gemm_of_empty_operands():

@@ -21,7 +21,7 @@ from .kernels import elementwise as ew
 from .kernels import convolution, fused, layout, normalization, reduction
 from .kernels import joining, recurrent
 from .kernels.geometry import basic_index_view
-from .kernels.matmul import affine, gemm
+from .kernels.matmul import affine, gemm, weight_and_bias_gradients
 
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -225,8 +225,8 @@ class CudaBackend(Backend):
 
     @kernel("dense")
     def dense(self, x, W, b=None, *, needs_input_grad=None):
-        """Z = X·W + b; dX = G·Wᵀ, dW = Xᵀ·G, db = Σ_rows G, each only if `needs_input_grad` asks for it.
-        X of more than two dimensions is taken as (rows, n_in)."""
+        """Z = X·W + b; dX = G·Wᵀ, dW = Xᵀ·G, db = Σ_rows G, each only if `needs_input_grad` asks for it (dW and
+        db together as one product, [X | 1]ᵀ·G). X of more than two dimensions is taken as (rows, n_in)."""
         n_in = tuple(x.shape)[-1]
         x2 = x.reshape((x.size // n_in, n_in))
         z = affine(x2, W, b)
@@ -235,6 +235,9 @@ class CudaBackend(Backend):
         def backprop(g):
             g2 = g.reshape((g.size // W.shape[1], W.shape[1]))
             dx = gemm(g2, W, trans_b=True).reshape(x.shape) if needs[0] else None
+            if b is not None and needs[1] and needs[2]:
+                dW, db = weight_and_bias_gradients(x2, g2)
+                return dx, dW, db
             dW = gemm(x2, g2, trans_a=True) if needs[1] else None
             if b is None:
                 return dx, dW

@@ -26,6 +26,8 @@ from .geometry import device_vector
 
 #: bytes one shared load reads per thread (ld.shared.v4 of float32, v2 of float64)
 VECTOR_BYTES = 16
+#: how a product's tile is written (see `gemm_kernel`)
+EPILOGUES = ("store", "bias", "bias_gradient")
 
 
 @dataclass(frozen=True)
@@ -152,17 +154,53 @@ def dense_loader(width: int, BK: int, T: int, k_contiguous: bool) -> SliceLoader
     return SliceLoader(LOADS, (1,), begin, load, slice_store(width, BK, T, k_contiguous))
 
 
+def ones_row_loader(width: int, BK: int, T: int, k_contiguous: bool) -> SliceLoader:
+    """The `SliceLoader` of A with a last row of ones appended: of its `extent` rows the first extent − 1 are the
+    operand, stored (extent − 1, K) row-major when `k_contiguous`, else (K, extent − 1) (A = Xᵀ of a stored X).
+    The product's last row is then 1ᵀ·B, the column sums of B: a dense layer's [dW; db] = [X | 1]ᵀ·G at once."""
+    LOADS, ROW_STEP, K_STEP = slice_steps(width, BK, T, k_contiguous)
+    origin = slice_origin(width, BK, k_contiguous)
+
+    @cuda.jit(device=True, inline=True)
+    def begin(state, x0, first, extent, K, tid, geometry):
+        return
+
+    @cuda.jit(device=True, inline=True)
+    def load(x, state, x0, first, k0, extent, K, tid, staged, geometry):
+        i, kk = origin(tid)
+        gi, gk, rows = first + i, k0 + kk, extent - 1
+        if k_contiguous:
+            at, step = x0 + gi * K + gk, ROW_STEP * K
+        else:
+            at, step = x0 + gk * rows + gi, K_STEP * rows
+        for l in range(LOADS):
+            row = gi + l * ROW_STEP
+            if gk + l * K_STEP >= K or row > rows:
+                staged[l] = 0
+            elif row == rows:
+                staged[l] = 1
+            else:
+                staged[l] = x[uint64(at + l * step)]
+
+    return SliceLoader(LOADS, (1,), begin, load, slice_store(width, BK, T, k_contiguous))
+
+
 @lru_cache(maxsize=None)
-def gemm_kernel(dtype: np.dtype, tiling: Tiling, trans_a: bool, trans_b: bool, with_bias: bool = False,
+def gemm_kernel(dtype: np.dtype, tiling: Tiling, trans_a: bool, trans_b: bool, epilogue: str = "store",
                 a_loader=dense_loader):
     """The compiled kernel for one dtype, tiling and pair of transpositions (see the module docstring);
-    `with_bias` adds bias[j] to every row of C as it is written (a dense layer's Z = X·W + b in one pass);
+    `epilogue` says how a tile is written: "store" as it is, "bias" adding bias[j] to every row (a dense layer's
+    Z = X·W + b in one pass), "bias_gradient" the product's last row into `bias` and the others into C (with
+    `ones_row_loader`, a dense layer's dW and db from one product, as cuBLASLt's BGRADB epilogue);
     `a_loader` makes the `SliceLoader` of A (a product whose A is computed as it is read, as a convolution's
     columns, passes its own).
 
     Launch it on grid (⌈N/BN⌉, ⌈M/BM⌉, batches) with `tiling.threads` threads:
-    kernel(a, b, c, bias, M, N, K, a_offsets, b_offsets, geometry), the operands flat, bias a vector of N (any
-    array of the dtype when unused), the offsets per batch and `geometry` a tuple of ints for A's loader."""
+    kernel(a, b, c, bias, M, N, K, a_offsets, b_offsets, geometry), the operands flat, bias a vector of N per batch
+    (any array of the dtype when unused), the offsets per batch and `geometry` a tuple of ints for A's loader."""
+    if epilogue not in EPILOGUES:
+        raise ValueError(f"gemm_kernel: epilogue must be one of {', '.join(EPILOGUES)}, got {epilogue!r}")
+    ADD_BIAS, SPLIT = epilogue == "bias", epilogue == "bias_gradient"
     BM, BN, BK, TM, TN = tiling.BM, tiling.BN, tiling.BK, tiling.TM, tiling.TN
     TY, TX, T = BM // TM, BN // TN, tiling.threads
     V = math.gcd(max(1, VECTOR_BYTES // np.dtype(dtype).itemsize), TM, TN)     # elements per run
@@ -227,14 +265,17 @@ def gemm_kernel(dtype: np.dtype, tiling: Tiling, trans_a: bool, trans_b: bool, w
                 store_a(a_staged, tid, As, uint32(1) - buffer)
                 store_b(b_staged, tid, Bs, uint32(1) - buffer)
             cuda.syncthreads()
-        c0 = z * M * N
+        c0 = z * (M - 1) * N if SPLIT else z * M * N
         for r in range(TM):
             gi = row0 + rows + (r // V) * TY * V + r % V
             if gi < M:
                 for q in range(TN):
                     gj = col0 + columns + (q // V) * TX * V + q % V
                     if gj < N:
-                        c[c0 + gi * N + gj] = acc[r, q] + bias[gj] if with_bias else acc[r, q]
+                        if SPLIT and gi == M - 1:
+                            bias[z * N + gj] = acc[r, q]
+                        else:
+                            c[c0 + gi * N + gj] = acc[r, q] + bias[gj] if ADD_BIAS else acc[r, q]
 
     return kernel
 
@@ -267,32 +308,45 @@ def gemm(a, b, trans_a: bool = False, trans_b: bool = False, tiling: Tiling | No
 
 
 @lru_cache(maxsize=4096)
-def _launch(dtype, M: int, N: int, count: int, trans_a: bool, trans_b: bool, with_bias: bool, a_loader,
+def _launch(dtype, M: int, N: int, count: int, trans_a: bool, trans_b: bool, epilogue: str, a_loader,
             tiling: Tiling | None):
     """(kernel, grid, threads) of `product` for this problem (the tiling chosen by `tiling_for` unless given)."""
     tiling = tiling or tiling_for(dtype, M, N, count)
-    return (gemm_kernel(np.dtype(dtype), tiling, trans_a, trans_b, with_bias, a_loader),
+    return (gemm_kernel(np.dtype(dtype), tiling, trans_a, trans_b, epilogue, a_loader),
             (-(-N // tiling.BN), -(-M // tiling.BM), count), tiling.threads)
 
 
 def product(a, b, out, K: int, a_offsets, b_offsets, trans_a: bool = False, trans_b: bool = False,
-            tiling: Tiling | None = None, bias=None, a_loader=dense_loader, geometry: tuple = ()):
+            tiling: Tiling | None = None, bias=None, a_loader=dense_loader, geometry: tuple = (), last_row=None):
     """Writes op(A)·op(B) [+ bias] of every batch into `out` (batches, …, M, N) and returns it: a and b flat,
     batch z's operands at a_offsets[z] and b_offsets[z] (device vectors, as each loader reads them), A read by
-    `a_loader` with `geometry` (see `gemm_kernel`). The one launch of every matrix product of the backend."""
-    if out.size == 0:
+    `a_loader` with `geometry` (see `gemm_kernel`). With `last_row` (a vector of N, one batch) the product has
+    M + 1 rows and its last goes there. The one launch of every matrix product of the backend."""
+    if out.size == 0 and last_row is None:
         return out
     M, N = out.shape[-2:]
-    count = out.size // (M * N)
-    if bias is not None and (bias.shape != (N,) or bias.dtype != out.dtype):
-        raise ValueError(f"gemm: bias must be a vector of {N} {out.dtype}, got shape {tuple(bias.shape)} and "
-                         f"dtype {bias.dtype}")
-    if K == 0:
-        return fill(out, 0) if bias is None else add(fill(out, 0), bias, out=out)
-    kernel, grid, threads = _launch(out.dtype, M, N, count, bool(trans_a), bool(trans_b), bias is not None, a_loader,
+    count = out.size // (M * N) if out.size else 1
+    for name, vector in (("bias", bias), ("last_row", last_row)):
+        if vector is not None and (vector.shape != (N,) or vector.dtype != out.dtype):
+            raise ValueError(f"gemm: {name} must be a vector of {N} {out.dtype}, got shape {tuple(vector.shape)} "
+                             f"and dtype {vector.dtype}")
+    if last_row is not None and (bias is not None or count != 1):
+        raise ValueError("gemm: last_row takes the last row of one product without a bias")
+    if K == 0:                                          # empty sums: 0 (+ bias)
+        if out.size:
+            fill(out, 0)
+            if bias is not None:
+                add(out, bias, out=out)
+        if last_row is not None:
+            fill(last_row, 0)
+        return out
+    epilogue = "bias_gradient" if last_row is not None else "store" if bias is None else "bias"
+    rows = M + 1 if last_row is not None else M
+    kernel, grid, threads = _launch(out.dtype, rows, N, count, bool(trans_a), bool(trans_b), epilogue, a_loader,
                                     tiling)
     flat = out.reshape(out.size)
-    kernel[grid, threads](a, b, flat, flat if bias is None else bias, M, N, K, a_offsets, b_offsets, geometry or (0,))
+    kernel[grid, threads](a, b, flat, last_row if last_row is not None else flat if bias is None else bias, rows, N, K,
+                          a_offsets, b_offsets, geometry or (0,))
     return out
 
 
@@ -307,3 +361,14 @@ def affine(x, W, b=None):
     fused = fused_bias(b, W.shape[1], np.result_type(x.dtype, W.dtype))
     z = gemm(x, W, bias=b if fused else None)
     return z if b is None or fused else add(z, b, out=z)
+
+
+def weight_and_bias_gradients(x, g):
+    """(dW, db) = (xᵀ·g, Σ_rows g) for x (rows, n_in), g (rows, N): the one product [x | 1]ᵀ·g of n_in + 1 rows, its
+    last row written to db."""
+    dtype = np.result_type(x.dtype, g.dtype)
+    dW, db = device.empty((x.shape[1], g.shape[1]), dtype), device.empty((g.shape[1],), dtype)
+    zero = device_vector((0,))
+    product(x.reshape(x.size), g.reshape(g.size), dW, x.shape[0], zero, zero, trans_a=True, a_loader=ones_row_loader,
+            last_row=db)
+    return dW, db
