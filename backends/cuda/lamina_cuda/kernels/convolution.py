@@ -51,8 +51,6 @@ def _windows_holding(y, pad, f, stride, n_out):
 
 
 # ---- conv2d: the columns as a product's operand, col2im ------------------------------------------
-#: what the implicit loader reads from a product's `geometry`
-GEOMETRY = "(n_H, n_W, n_C_prev, oh, ow, f, stride, top, left)"
 #: the most pixels (m·n_H·n_W) of an image batch the implicit loader indexes (32-bit arithmetic)
 MAX_PIXELS = 2 ** 31 - 1
 #: a window offset that puts every pixel outside the image (the state of rows and columns past the operand)
@@ -62,8 +60,9 @@ OUTSIDE = -(1 << 30)
 def im2col_loader(width: int, BK: int, T: int, k_contiguous: bool) -> SliceLoader:
     """The `SliceLoader` of the column matrix cols = im2col(x) (m·oh·ow, f·f·n_C_prev), read from the NHWC image x
     as the product needs it: cols[(i·oh + h)·ow + w, (a·f + b)·C + c] = x[i, h·s + a − top, w·s + b − left, c],
-    0 in the padding. `k_contiguous`: A = cols (the forward's rows are pixels, k a window position); else
-    A = colsᵀ (dW's rows are window positions, k runs over pixels, from pixel x0 of the batch).
+    0 in the padding, with the product's `geometry` (n_H, n_W, n_C_prev, oh, ow, f, stride, top, left) (`_geometry`).
+    `k_contiguous`: A = cols (the forward's rows are pixels, k a window position); else A = colsᵀ (dW's rows
+    are window positions, k runs over pixels, from pixel x0 of the batch).
 
     `begin` divides once per thread: the state holds each load's pixel and the window position of its column;
     a slice moves them along k by BK with additions and a carry, no divisions. The index arithmetic is 32-bit
@@ -185,7 +184,7 @@ def _dw_groups(m: int, width: int, c_out: int, dtype) -> int:
 
 
 def _geometry(x_shape: tuple, f: int, stride: int, top: int, left: int, out_hw: tuple) -> tuple:
-    """The implicit loader's `geometry`, GEOMETRY."""
+    """The `geometry` tuple `im2col_loader` reads: (n_H, n_W, n_C_prev, oh, ow, f, stride, top, left)."""
     return tuple(int(v) for v in (*x_shape[1:], *out_hw, f, stride, top, left))
 
 
