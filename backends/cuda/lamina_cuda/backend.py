@@ -220,8 +220,7 @@ class CudaBackend(Backend):
 
             def backprop(g):
                 return fused.cross_entropy_dense_backward(logits, labels, shifts, log_norms, y_sums, g, label_grad)
-        total = reduction.reduce_rows("sum", losses, 1, m).reshape(())
-        return ew.scale(total, p0=1.0 / m), backprop
+        return reduction.reduce_rows("sum", losses, 1, m, scale=1.0 / m).reshape(()), backprop
 
     @kernel("dense")
     def dense(self, x, W, b=None, *, needs_input_grad=None):

@@ -48,11 +48,6 @@ def _clip(x, low, high):
 
 
 @cuda.jit(device=True)
-def _scale(x, factor, p1):
-    return x * factor
-
-
-@cuda.jit(device=True)
 def _neg(x, p0, p1):
     return -x
 
@@ -218,7 +213,6 @@ tanh = unary(_tanh)
 power = unary(_power)
 clip = unary(_clip)
 neg = unary(_neg)
-scale = unary(_scale)
 relu = unary(_relu)
 leaky_relu = unary(_leaky_relu)
 sigmoid = unary(_sigmoid)

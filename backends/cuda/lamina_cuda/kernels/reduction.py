@@ -36,7 +36,7 @@ def _row_kernel(op: str, dtype: np.dtype, threads: int):
     combine, element_type, is_sum = _COMBINE[op], numba.from_dtype(dtype), op == "sum"
 
     @cuda.jit
-    def kernel(x, out, cols):
+    def kernel(x, out, cols, scale):
         partial = cuda.shared.array(threads, element_type)
         tid = cuda.threadIdx.x
         for row in range(cuda.blockIdx.x, out.size, cuda.gridDim.x):
@@ -53,7 +53,7 @@ def _row_kernel(op: str, dtype: np.dtype, threads: int):
                 cuda.syncthreads()
                 half //= 2
             if tid == 0:
-                out[row] = partial[0]
+                out[row] = partial[0] * scale
             cuda.syncthreads()
 
     return kernel
@@ -87,13 +87,13 @@ def _max_backward(x, y, g, dx, cols):
             dx[base + j] = share if x[base + j] == y[row] else share * 0
 
 
-def reduce_rows(op: str, x2, rows: int, cols: int):
-    """(rows,) = op over each row of the flat C-ordered (rows, cols) data `x2`."""
+def reduce_rows(op: str, x2, rows: int, cols: int, scale: float = 1.0):
+    """(rows,) = scale · op over each row of the flat C-ordered (rows, cols) data `x2` (a mean in one pass)."""
     out = device.empty((rows,), x2.dtype)
     if rows:
         threads = SIMULATOR_ROW_THREADS if device.simulator() else ROW_THREADS
         blocks = min(rows, 65535)
-        _row_kernel(op, np.dtype(x2.dtype), threads)[blocks, threads](_flat(x2), out, cols)
+        _row_kernel(op, np.dtype(x2.dtype), threads)[blocks, threads](_flat(x2), out, cols, scale)
     return out
 
 
