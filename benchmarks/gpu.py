@@ -168,12 +168,15 @@ def run_tests(timeout: int, log: Path | None = None) -> list[str]:
 def sanitize() -> list[str]:
     lines = ["compute-sanitizer:"]
     conformance, recurrent = "tests/test_cuda_backend.py", "tests/test_cuda_recurrent.py"
+    loaders = "tests/test_cuda_convolution.py tests/test_cuda_matmul.py"     # the products' own operand loaders
     for tool, tests, selection in (("memcheck", conformance, "conforms and (matmul or sum or max or getitem or softmax "
                                                              "or conv2d or max_pool2d or lstm or embedding)"),
                                    ("racecheck", conformance, "conforms and (matmul or sum or max) and float32"),
-                                   ("memcheck", recurrent, "persistent"), ("racecheck", recurrent, "persistent")):
+                                   ("memcheck", recurrent, "persistent"), ("racecheck", recurrent, "persistent"),
+                                   ("memcheck", loaders, "implicit or bias_gradient or ones_row"),
+                                   ("racecheck", loaders, "implicit or bias_gradient or ones_row")):
         command = ["compute-sanitizer", "--tool", tool, "--error-exitcode", "99", sys.executable, "-m", "pytest",
-                   "-q", "-p", "no:cacheprovider", tests, "-k", selection]
+                   "-q", "-p", "no:cacheprovider", *tests.split(), "-k", selection]
         try:
             result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
             errors = [line for line in result.stdout.splitlines() if "ERROR SUMMARY" in line or "RACECHECK SUMMARY"
