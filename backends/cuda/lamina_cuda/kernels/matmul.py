@@ -130,36 +130,20 @@ def dense_loader(width: int, BK: int, T: int, k_contiguous: bool) -> SliceLoader
     """The `SliceLoader` of an operand in memory: (width, K) row-major when `k_contiguous` (A, or Bᵀ stored),
     else (K, width), from flat element x0 of x. A thread's loads lie a fixed step apart: T/BK rows of the
     operand, or T/width rows of K. It needs no state."""
-    LOADS, ROW_STEP, K_STEP = slice_steps(width, BK, T, k_contiguous)
-    origin = slice_origin(width, BK, k_contiguous)
-
-    @cuda.jit(device=True, inline=True)
-    def begin(state, x0, first, extent, K, tid, geometry):
-        return
-
-    @cuda.jit(device=True, inline=True)
-    def load(x, state, x0, first, k0, extent, K, tid, staged, geometry):
-        i, kk = origin(tid)
-        gi, gk = first + i, k0 + kk
-        if k_contiguous:
-            at, step = x0 + gi * K + gk, ROW_STEP * K
-        else:
-            at, step = x0 + gk * extent + gi, K_STEP * extent
-        for l in range(LOADS):
-            if gi + l * ROW_STEP < extent and gk + l * K_STEP < K:
-                staged[l] = x[uint64(at + l * step)]        # unsigned: no negative-index wraparound
-            else:
-                staged[l] = 0
-
-    return SliceLoader(LOADS, (1,), begin, load, slice_store(width, BK, T, k_contiguous))
+    return _stored_loader(width, BK, T, k_contiguous, ones_row=False)
 
 
 def ones_row_loader(width: int, BK: int, T: int, k_contiguous: bool) -> SliceLoader:
     """The `SliceLoader` of A with a last row of ones appended: of its `extent` rows the first extent − 1 are the
-    operand, stored (extent − 1, K) row-major when `k_contiguous`, else (K, extent − 1) (A = Xᵀ of a stored X).
-    The product's last row is then 1ᵀ·B, the column sums of B: a dense layer's [dW; db] = [X | 1]ᵀ·G at once."""
+    operand, stored as `dense_loader` reads it (A = Xᵀ of a stored X when not `k_contiguous`). The product's
+    last row is then 1ᵀ·B, the column sums of B: a dense layer's [dW; db] = [X | 1]ᵀ·G at once."""
+    return _stored_loader(width, BK, T, k_contiguous, ones_row=True)
+
+
+def _stored_loader(width: int, BK: int, T: int, k_contiguous: bool, ones_row: bool) -> SliceLoader:
     LOADS, ROW_STEP, K_STEP = slice_steps(width, BK, T, k_contiguous)
     origin = slice_origin(width, BK, k_contiguous)
+    APPENDED = 1 if ones_row else 0
 
     @cuda.jit(device=True, inline=True)
     def begin(state, x0, first, extent, K, tid, geometry):
@@ -168,19 +152,18 @@ def ones_row_loader(width: int, BK: int, T: int, k_contiguous: bool) -> SliceLoa
     @cuda.jit(device=True, inline=True)
     def load(x, state, x0, first, k0, extent, K, tid, staged, geometry):
         i, kk = origin(tid)
-        gi, gk, rows = first + i, k0 + kk, extent - 1
+        gi, gk, rows = first + i, k0 + kk, extent - APPENDED          # rows stored
         if k_contiguous:
             at, step = x0 + gi * K + gk, ROW_STEP * K
         else:
             at, step = x0 + gk * rows + gi, K_STEP * rows
         for l in range(LOADS):
-            row = gi + l * ROW_STEP
-            if gk + l * K_STEP >= K or row > rows:
-                staged[l] = 0
-            elif row == rows:
+            if gi + l * ROW_STEP < rows and gk + l * K_STEP < K:
+                staged[l] = x[uint64(at + l * step)]        # unsigned: no negative-index wraparound
+            elif ones_row and gi + l * ROW_STEP == rows and gk + l * K_STEP < K:
                 staged[l] = 1
             else:
-                staged[l] = x[uint64(at + l * step)]
+                staged[l] = 0
 
     return SliceLoader(LOADS, (1,), begin, load, slice_store(width, BK, T, k_contiguous))
 
