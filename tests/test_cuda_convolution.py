@@ -399,6 +399,40 @@ def test_column_sums_of_any_number_of_rows(rows):
     np.testing.assert_allclose(sums, [a.sum(axis=0), (a * (b - center)).sum(axis=0)], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("rows, chunk_rows", [(2, 64), (7, 64), (5, 2), (11, 2), (70, 3)],
+                         ids=["two-rows", "one-chunk", "one-merge-level", "two-merge-levels", "three-merge-levels"])
+def test_batch_norm_statistics_merge_the_chunks_moments(monkeypatch, rows, chunk_rows):
+    """μ and σ² from one pass: Welford per chunk of CHUNK_ROWS rows, Chan's merge of the chunks, in passes of
+    CHUNK_ROWS chunks while there are more; the running averages take the unbiased σ²."""
+    monkeypatch.setattr(normalization, "CHUNK_ROWS", chunk_rows)
+    rng = np.random.default_rng(rows)
+    x = rng.standard_normal((rows, 3)) * [1.0, 3.0, 0.5] + [0.0, -2.0, 5.0]
+    running_mean, running_var = device.to_device(np.full(3, 0.5)), device.to_device(np.full(3, 2.0))
+    out, mean, inv_std, _ = normalization.batch_norm_forward(
+        device.to_device(x), device.to_device(np.ones(3)), device.to_device(np.zeros(3)), running_mean, running_var,
+        True, 0.9, 1e-5)
+    var = x.var(axis=0)
+    np.testing.assert_allclose(mean.copy_to_host(), x.mean(axis=0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(inv_std.copy_to_host(), 1 / np.sqrt(var + 1e-5), rtol=1e-10)
+    np.testing.assert_allclose(out.copy_to_host(), (x - x.mean(axis=0)) / np.sqrt(var + 1e-5), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(running_mean.copy_to_host(), 0.9 * 0.5 + 0.1 * x.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(running_var.copy_to_host(), 0.9 * 2.0 + 0.1 * x.var(axis=0, ddof=1), rtol=1e-12)
+
+
+def test_batch_norm_statistics_of_a_large_mean_keep_float32_accuracy(cuda):
+    """x = 10⁴ + N(0, 1) in float32: Σx² − (Σx)²/N would lose σ² entirely (x² ≈ 10⁸, float32 resolves 8 there);
+    the merged moments keep it, so the normalized output matches the float64 computation."""
+    rng = np.random.default_rng(5)
+    x = (1e4 + rng.standard_normal((300, 2))).astype(np.float32)
+    t = Tensor(x, backend=cuda)
+    out = call("batch_norm", t, *(Tensor(v, backend=cuda) for v in (np.ones(2, np.float32), np.zeros(2, np.float32),
+                                                                     np.zeros(2, np.float32), np.ones(2, np.float32))),
+               training=True)
+    x64 = x.astype(np.float64)
+    want = (x64 - x64.mean(axis=0)) / np.sqrt(x64.var(axis=0) + 1e-5)
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-3, atol=2e-3)
+
+
 # ---- the layers on the fused kernels -------------------------------------------------------------
 @pytest.mark.simulator_slow
 def test_a_small_cnn_on_the_fused_kernels_passes_run_layer_test():

@@ -1,10 +1,13 @@
 """Batch normalization over the rows of x as (N, C), C = the features (last) axis, and the per-column
-sums it and the conv2d bias gradient are made of.
+sums and moments it and the conv2d bias gradient are made of.
 
 A column sum over many rows is split in passes so that the whole GPU takes part: chunks of rows
 × columns, one thread each (neighbouring threads read neighbouring columns), write partial sums;
 the chunks' sums are added the same way while there are more than CHUNK_ROWS of them, then by one
-thread per column. Every pass runs in a fixed order, so the sums are deterministic.
+thread per column. The training statistics go the same way in one pass over x: each chunk's mean and
+sum of squared deviations by Welford's update, merged by Chan's formula, which, unlike Σx² − (Σx)²/N,
+keeps its accuracy when the mean is large against the spread. Every pass runs in a fixed order, so the
+results are deterministic.
 """
 from __future__ import annotations
 
@@ -19,26 +22,21 @@ from .reduction import reduce
 #: rows each thread of the first pass adds up
 CHUNK_ROWS = 64
 
-_SUM, _SQUARED_DEVIATION, _GRAD_SUMS = 0, 1, 2
+_SUM, _GRAD_SUMS = 0, 1
 
 
 @cuda.jit
 def _partial_column_sums(a, b, center, partial, rows, cols, chunk, mode):
-    """Over the rows r of chunk k, for column c: s1 = Σ a (mode 0), Σ (a − center_c)² (mode 1), or
-    s1 = Σ a and s2 = Σ a·(b − center_c) (mode 2); partial[k, 0, c] = s1, partial[k, 1, c] = s2."""
+    """Over the rows r of chunk k, for column c: s1 = Σ a (mode 0), or s1 = Σ a and s2 = Σ a·(b − center_c)
+    (mode 1); partial[k, 0, c] = s1, partial[k, 1, c] = s2."""
     chunks = partial.size // (2 * cols)
     for t in range(cuda.grid(1), chunks * cols, cuda.gridsize(1)):
         k, c = t // cols, t % cols
         s1, s2 = a[0] * 0, a[0] * 0
         for r in range(k * chunk, min(rows, (k + 1) * chunk)):
             v = a[r * cols + c]
-            if mode == 0:
-                s1 += v
-            elif mode == 1:
-                d = v - center[c]
-                s1 += d * d
-            else:
-                s1 += v
+            s1 += v
+            if mode == 1:
                 s2 += v * (b[r * cols + c] - center[c])
         partial[(2 * k) * cols + c] = s1
         partial[(2 * k + 1) * cols + c] = s2
@@ -65,25 +63,86 @@ def column_sums(a2):
     return _column_sums(_SUM, a2)[0]
 
 
+# ---- moments: Welford within a chunk, Chan's merge across chunks ----------------------------------
+@cuda.jit
+def _partial_moments(x, partial, rows, cols, chunk):
+    """Over the rows of chunk k, for column c, by Welford's update: partial[k, 0, c] = the mean,
+    partial[k, 1, c] = M2 = Σ (x − mean)²."""
+    chunks = partial.size // (2 * cols)
+    for t in range(cuda.grid(1), chunks * cols, cuda.gridsize(1)):
+        k, c = t // cols, t % cols
+        mean, m2, count = x[0] * 0, x[0] * 0, 0
+        for r in range(k * chunk, min(rows, (k + 1) * chunk)):
+            v = x[r * cols + c]
+            count += 1
+            delta = v - mean
+            mean += delta / count
+            m2 += delta * (v - mean)
+        partial[(2 * k) * cols + c] = mean
+        partial[(2 * k + 1) * cols + c] = m2
+
+
+@cuda.jit(device=True)
+def _merged(partial, first, last, c, cols, rows, chunk):
+    """(count, mean, M2) of chunks first … last − 1 of `partial` (chunk k holds rows k·chunk … of `rows`), for
+    column c, merged in order by Chan's formula: δ = mean_b − mean_a, mean = mean_a + δ·n_b/n,
+    M2 = M2_a + M2_b + δ²·n_a·n_b/n."""
+    count, mean, m2 = 0, partial[0] * 0, partial[0] * 0
+    for k in range(first, last):
+        n_b = min(chunk, rows - k * chunk)
+        total = count + n_b
+        delta = partial[(2 * k) * cols + c] - mean
+        mean += delta * n_b / total
+        m2 += partial[(2 * k + 1) * cols + c] + delta * delta * count * n_b / total
+        count = total
+    return count, mean, m2
+
+
+@cuda.jit
+def _merge_moments(partial, merged, rows, cols, chunk, group):
+    """merged[j] = the moments of partial's chunks j·group … (j + 1)·group − 1, for every column."""
+    chunks, outer = partial.size // (2 * cols), merged.size // (2 * cols)
+    for t in range(cuda.grid(1), outer * cols, cuda.gridsize(1)):
+        j, c = t // cols, t % cols
+        _, mean, m2 = _merged(partial, j * group, min(chunks, (j + 1) * group), c, cols, rows, chunk)
+        merged[(2 * j) * cols + c] = mean
+        merged[(2 * j + 1) * cols + c] = m2
+
+
+def _moments(x2):
+    """(partial moments (chunks, 2, C) of at most CHUNK_ROWS chunks, rows per chunk) of the (N, C) array."""
+    rows, cols = x2.shape
+    chunk = CHUNK_ROWS
+    chunks = max(1, math.ceil(rows / chunk))
+    partial = device.empty((chunks, 2, cols), x2.dtype)
+    blocks, threads = device.launch_1d(chunks * cols)
+    _partial_moments[blocks, threads](_flat(x2), _flat(partial), rows, cols, chunk)
+    while chunks > CHUNK_ROWS:           # many chunks: merge them CHUNK_ROWS at a time, in parallel
+        outer = math.ceil(chunks / CHUNK_ROWS)
+        merged = device.empty((outer, 2, cols), x2.dtype)
+        blocks, threads = device.launch_1d(outer * cols)
+        _merge_moments[blocks, threads](_flat(partial), _flat(merged), rows, cols, chunk, CHUNK_ROWS)
+        partial, chunks, chunk = merged, outer, chunk * CHUNK_ROWS
+    return partial, chunk
+
+
 # ---- per-feature statistics (C threads) ---------------------------------------------------------
 @cuda.jit
-def _training_statistics(deviations, gamma, beta, running_mean, running_var, momentum, epsilon, n, mean, inv_std,
-                         scale, shift):
-    """From deviations[0] = Σ (x − μ)²: σ² = deviations[0]/N, inv_std = 1/√(σ² + ε), scale = γ·inv_std,
-    shift = β; running ← momentum·running + (1 − momentum)·(μ, σ²·N/(N − 1)), in place."""
-    for c in range(cuda.grid(1), mean.size, cuda.gridsize(1)):
-        var = deviations[0, c] / n
+def _training_statistics(partial, rows, chunk, gamma, beta, running_mean, running_var, momentum, epsilon, mean,
+                         inv_std, scale, shift):
+    """From the chunks' moments (`_merged`): μ, σ² = M2/N, inv_std = 1/√(σ² + ε), scale = γ·inv_std, shift = β;
+    running ← momentum·running + (1 − momentum)·(μ, σ²·N/(N − 1)), in place."""
+    cols = mean.size
+    chunks = partial.size // (2 * cols)
+    for c in range(cuda.grid(1), cols, cuda.gridsize(1)):
+        n, mu, m2 = _merged(partial, 0, chunks, c, cols, rows, chunk)
+        var = m2 / n
+        mean[c] = mu
         inv_std[c] = 1.0 / math.sqrt(var + epsilon)
         scale[c] = gamma[c] * inv_std[c]
         shift[c] = beta[c]
-        running_mean[c] = momentum * running_mean[c] + (1 - momentum) * mean[c]
-        running_var[c] = momentum * running_var[c] + (1 - momentum) * var * n / (n - 1)
-
-
-@cuda.jit
-def _mean(sums, n, mean):
-    for c in range(cuda.grid(1), mean.size, cuda.gridsize(1)):
-        mean[c] = sums[0, c] / n
+        running_mean[c] = momentum * running_mean[c] + (1 - momentum) * mu
+        running_var[c] = momentum * running_var[c] + (1 - momentum) * m2 / (n - 1)
 
 
 @cuda.jit
@@ -138,10 +197,9 @@ def batch_norm_forward(x2, gamma, beta, running_mean, running_var, training: boo
     dtype = x2.dtype.type
     mean, inv_std, scale, shift = (device.empty((c,), x2.dtype) for _ in range(4))
     if training:
-        _per_feature(_mean, c, _column_sums(_SUM, x2), dtype(n), mean)
-        deviations = _column_sums(_SQUARED_DEVIATION, x2, center=mean)
-        _per_feature(_training_statistics, c, deviations, gamma, beta, running_mean, running_var, dtype(momentum),
-                     dtype(epsilon), dtype(n), mean, inv_std, scale, shift)
+        partial, chunk = _moments(x2)
+        _per_feature(_training_statistics, c, _flat(partial), n, chunk, gamma, beta, running_mean, running_var,
+                     dtype(momentum), dtype(epsilon), mean, inv_std, scale, shift)
     else:
         _per_feature(_inference_statistics, c, gamma, beta, running_mean, running_var, dtype(epsilon), mean,
                      inv_std, scale, shift)
