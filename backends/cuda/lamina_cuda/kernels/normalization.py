@@ -42,8 +42,43 @@ def _partial_column_sums(a, b, center, partial, rows, cols, chunk, mode):
         partial[(2 * k + 1) * cols + c] = s2
 
 
-def _column_sums(mode: int, a2, b2=None, center=None):
-    """(2, C) sums over the rows of the (N, C) arrays (see `_partial_column_sums`)."""
+@cuda.jit(device=True)
+def _summed(partial, first, last, c, cols):
+    """(Σ s1, Σ s2) of chunks first … last − 1 of `partial` (chunks, 2, C), for column c, in order."""
+    s1, s2 = partial[0] * 0, partial[0] * 0
+    for k in range(first, last):
+        s1 += partial[(2 * k) * cols + c]
+        s2 += partial[(2 * k + 1) * cols + c]
+    return s1, s2
+
+
+@cuda.jit
+def _merge_sums(partial, merged, rows, cols, chunk, group):
+    """merged[j] = the sums of partial's chunks j·group … (j + 1)·group − 1, for every column."""
+    chunks, outer = partial.size // (2 * cols), merged.size // (2 * cols)
+    for t in range(cuda.grid(1), outer * cols, cuda.gridsize(1)):
+        j, c = t // cols, t % cols
+        merged[(2 * j) * cols + c], merged[(2 * j + 1) * cols + c] = _summed(
+            partial, j * group, min(chunks, (j + 1) * group), c, cols)
+
+
+def _merge_passes(partial, merge, rows: int, chunk: int):
+    """(partial, rows per chunk) after merging `partial` (chunks, 2, C) CHUNK_ROWS chunks at a time with the kernel
+    `merge` (`_merge_sums`, `_merge_moments`) while there are more than CHUNK_ROWS: the whole GPU takes part,
+    not one thread a column."""
+    chunks, _, cols = partial.shape
+    while chunks > CHUNK_ROWS:
+        outer = math.ceil(chunks / CHUNK_ROWS)
+        merged = device.empty((outer, 2, cols), partial.dtype)
+        blocks, threads = device.launch_1d(outer * cols)
+        merge[blocks, threads](_flat(partial), _flat(merged), rows, cols, chunk, CHUNK_ROWS)
+        partial, chunks, chunk = merged, outer, chunk * CHUNK_ROWS
+    return partial, chunk
+
+
+def _chunk_sums(mode: int, a2, b2=None, center=None):
+    """The sums of `_partial_column_sums` over the rows of the (N, C) arrays, in at most CHUNK_ROWS chunks:
+    (chunks, 2, C)."""
     rows, cols = a2.shape
     chunks = max(1, math.ceil(rows / CHUNK_ROWS))
     partial = device.empty((chunks, 2, cols), a2.dtype)
@@ -51,16 +86,13 @@ def _column_sums(mode: int, a2, b2=None, center=None):
     _partial_column_sums[blocks, threads](_flat(a2), _flat(a2 if b2 is None else b2),
                                           a2[0] if center is None else center, _flat(partial), rows, cols,
                                           CHUNK_ROWS, mode)
-    if chunks == 1:
-        return partial.reshape((2, cols))
-    if chunks > CHUNK_ROWS:              # many chunks: sum them in parallel the same way, not one thread a column
-        return _column_sums(_SUM, partial.reshape((chunks, 2 * cols)))[0].reshape((2, cols))
-    return reduce("sum", partial, (0,))
+    return _merge_passes(partial, _merge_sums, rows, CHUNK_ROWS)[0]
 
 
 def column_sums(a2):
     """Σ_rows of the (N, C) device array: (C,)."""
-    return _column_sums(_SUM, a2)[0]
+    partial = _chunk_sums(_SUM, a2)
+    return (partial[0] if partial.shape[0] == 1 else reduce("sum", partial, (0,)))[0]
 
 
 # ---- moments: Welford within a chunk, Chan's merge across chunks ----------------------------------
@@ -117,13 +149,7 @@ def _moments(x2):
     partial = device.empty((chunks, 2, cols), x2.dtype)
     blocks, threads = device.launch_1d(chunks * cols)
     _partial_moments[blocks, threads](_flat(x2), _flat(partial), rows, cols, chunk)
-    while chunks > CHUNK_ROWS:           # many chunks: merge them CHUNK_ROWS at a time, in parallel
-        outer = math.ceil(chunks / CHUNK_ROWS)
-        merged = device.empty((outer, 2, cols), x2.dtype)
-        blocks, threads = device.launch_1d(outer * cols)
-        _merge_moments[blocks, threads](_flat(partial), _flat(merged), rows, cols, chunk, CHUNK_ROWS)
-        partial, chunks, chunk = merged, outer, chunk * CHUNK_ROWS
-    return partial, chunk
+    return _merge_passes(partial, _merge_moments, rows, chunk)
 
 
 # ---- per-feature statistics (C threads) ---------------------------------------------------------
@@ -164,10 +190,13 @@ def _normalize(x, mean, scale, shift, out, cols):
 
 
 @cuda.jit
-def _parameter_grads(sums, gamma, inv_std, d_gamma, d_beta, d_mean, d_var, inference):
-    """dβ = Σ g, dγ = Σ g·x̂ = Σ g·(x − μ)·inv_std; in inference also d running_mean = −γ·inv_std·Σ g and
-    d running_var = −½·γ·inv_std³·Σ g·(x − μ)."""
-    for c in range(cuda.grid(1), d_beta.size, cuda.gridsize(1)):
+def _parameter_grads(partial, sums, gamma, inv_std, d_gamma, d_beta, d_mean, d_var, inference):
+    """sums = (Σ g, Σ g·(x − μ)) from the chunks' partial sums; dβ = Σ g, dγ = Σ g·x̂ = Σ g·(x − μ)·inv_std; in
+    inference also d running_mean = −γ·inv_std·Σ g and d running_var = −½·γ·inv_std³·Σ g·(x − μ)."""
+    cols = d_beta.size
+    chunks = partial.size // (2 * cols)
+    for c in range(cuda.grid(1), cols, cuda.gridsize(1)):
+        sums[0, c], sums[1, c] = _summed(partial, 0, chunks, c, cols)
         d_beta[c] = sums[0, c]
         d_gamma[c] = sums[1, c] * inv_std[c]
         if inference:
@@ -215,9 +244,10 @@ def batch_norm_backward(g2, x2, gamma, mean, inv_std, scale, training: bool, nee
     n, c = x2.shape
     grads = [None] * 5
     if training or any(needs[1:]):
-        sums = _column_sums(_GRAD_SUMS, g2, x2, mean)
+        sums = device.empty((2, c), x2.dtype)
         d_gamma, d_beta, d_mean, d_var = (device.empty((c,), x2.dtype) for _ in range(4))
-        _per_feature(_parameter_grads, c, sums, gamma, inv_std, d_gamma, d_beta, d_mean, d_var, not training)
+        _per_feature(_parameter_grads, c, _flat(_chunk_sums(_GRAD_SUMS, g2, x2, mean)), sums, gamma, inv_std, d_gamma,
+                     d_beta, d_mean, d_var, not training)
         grads[1:] = (d_gamma, d_beta) + ((None, None) if training else (d_mean, d_var))
     if needs[0]:
         dx = device.empty(x2.shape, x2.dtype)
