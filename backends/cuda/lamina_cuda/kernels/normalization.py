@@ -27,8 +27,8 @@ _SUM, _GRAD_SUMS = 0, 1
 
 @cuda.jit
 def _partial_column_sums(a, b, center, partial, rows, cols, chunk, mode):
-    """Over the rows r of chunk k, for column c: s1 = Σ a (mode 0), or s1 = Σ a and s2 = Σ a·(b − center_c)
-    (mode 1); partial[k, 0, c] = s1, partial[k, 1, c] = s2."""
+    """Over the rows r of chunk k, for column c: s1 = Σ a (mode _SUM), or s1 = Σ a and s2 = Σ a·(b − center_c)
+    (mode _GRAD_SUMS); partial[k, 0, c] = s1, partial[k, 1, c] = s2."""
     chunks = partial.size // (2 * cols)
     for t in range(cuda.grid(1), chunks * cols, cuda.gridsize(1)):
         k, c = t // cols, t % cols
@@ -36,7 +36,7 @@ def _partial_column_sums(a, b, center, partial, rows, cols, chunk, mode):
         for r in range(k * chunk, min(rows, (k + 1) * chunk)):
             v = a[r * cols + c]
             s1 += v
-            if mode == 1:
+            if mode == _GRAD_SUMS:
                 s2 += v * (b[r * cols + c] - center[c])
         partial[(2 * k) * cols + c] = s1
         partial[(2 * k + 1) * cols + c] = s2
