@@ -57,6 +57,20 @@ MAX_PIXELS = 2 ** 31 - 1
 OUTSIDE = -(1 << 30)
 
 
+@cuda.jit(device=True, inline=True)
+def _advance(state, row, step, inner_size, middle_size):
+    """Adds `step` to the mixed-radix counter state[row] = (outer, middle, inner), inner < inner_size and
+    middle < middle_size: the inner digit first, carrying into the middle one, then the outer."""
+    inner = int32(state[row, 2] + step)
+    while inner >= inner_size:
+        inner = int32(inner - inner_size)
+        state[row, 1] += 1
+        if state[row, 1] == middle_size:
+            state[row, 1] = 0
+            state[row, 0] += 1
+    state[row, 2] = inner
+
+
 def im2col_loader(width: int, BK: int, T: int, k_contiguous: bool) -> SliceLoader:
     """The `SliceLoader` of the column matrix cols = im2col(x) (m·oh·ow, f·f·n_C_prev), read from the NHWC image x
     as the product needs it: cols[(i·oh + h)·ow + w, (a·f + b)·C + c] = x[i, h·s + a − top, w·s + b − left, c],
@@ -116,24 +130,10 @@ def im2col_loader(width: int, BK: int, T: int, k_contiguous: bool) -> SliceLoade
             else:
                 staged[l] = 0
         if k_contiguous:        # the window position moves on by BK: c first, carrying into b, then a
-            c = int32(state[WINDOW, 2] + BK)
-            while c >= C:
-                c = int32(c - C)
-                state[WINDOW, 1] += 1
-                if state[WINDOW, 1] == f:
-                    state[WINDOW, 1] = 0
-                    state[WINDOW, 0] += 1
-            state[WINDOW, 2] = c
+            _advance(state, WINDOW, BK, C, f)
         else:                   # each pixel moves on by BK: w first, carrying into h, then i
             for l in range(LOADS):
-                w = int32(state[l, 2] + BK)
-                while w >= ow:
-                    w = int32(w - ow)
-                    state[l, 1] += 1
-                    if state[l, 1] == oh:
-                        state[l, 1] = 0
-                        state[l, 0] += 1
-                state[l, 2] = w
+                _advance(state, l, BK, ow, oh)
 
     return SliceLoader(LOADS, (LOADS + 1, 3), begin, load, slice_store(width, BK, T, k_contiguous))
 
