@@ -17,10 +17,10 @@ from numba import cuda, int32, uint32, uint64
 
 from .. import device
 from . import layout
-from .elementwise import _flat, add
+from .elementwise import _flat
 from .geometry import c_strides, device_vector
-from .matmul import SliceLoader, affine, fused_bias, gemm, product, slice_origin, slice_steps, slice_store, \
-    tiling_for
+from .matmul import SliceLoader, affine, gemm, product, slice_origin, slice_steps, slice_store, tiling_for, \
+    with_bias
 from .normalization import column_sums
 from .reduction import reduce
 
@@ -196,12 +196,10 @@ def conv2d_forward(x, W, b, stride: int, top: int, left: int, out_hw: tuple):
     shape = (x.shape[0],) + tuple(out_hw) + (c_out,)
     if _is_pointwise(f, stride, top, left):
         return affine(x.reshape((x.size // c_prev, c_prev)), W2, b).reshape(shape)
-    z = device.empty((math.prod(shape[:3]), c_out), x.dtype)
-    fused = fused_bias(b, c_out, z.dtype)
-    product(_flat(x), _flat(W2), z, f * f * c_prev, device_vector((0,)), device_vector((0,)),
-            bias=b if fused else None, a_loader=im2col_loader, geometry=_geometry(x.shape, f, stride, top, left, out_hw))
-    if b is not None and not fused:
-        add(z, b, out=z)
+    zero, geometry = device_vector((0,)), _geometry(x.shape, f, stride, top, left, out_hw)
+    z = with_bias(lambda bias: product(_flat(x), _flat(W2), device.empty((math.prod(shape[:3]), c_out), x.dtype),
+                                       f * f * c_prev, zero, zero, bias=bias, a_loader=im2col_loader,
+                                       geometry=geometry), b, c_out, x.dtype)
     return z.reshape(shape)
 
 

@@ -333,17 +333,17 @@ def product(a, b, out, K: int, a_offsets, b_offsets, trans_a: bool = False, tran
     return out
 
 
-def fused_bias(b, n: int, dtype) -> bool:
-    """Whether bias b can join a product's epilogue: a vector of n of the result's dtype."""
-    return b is not None and tuple(b.shape) == (n,) and b.dtype == dtype
+def with_bias(run, b, n: int, dtype):
+    """run(bias) for a product of N = n columns and result `dtype`, + b: b joins the product's epilogue when it is
+    a vector of n of that dtype, else (any other broadcastable shape or dtype) the elementwise kernel adds it."""
+    fused = b is not None and tuple(b.shape) == (n,) and b.dtype == dtype
+    z = run(b if fused else None)
+    return z if b is None or fused else add(z, b, out=z)
 
 
 def affine(x, W, b=None):
-    """x·W + b for x (M, K), W (K, N): b joins the product's epilogue when it is a vector of N of the result's dtype,
-    else (any other broadcastable shape or dtype) it is added by the elementwise kernel."""
-    fused = fused_bias(b, W.shape[1], np.result_type(x.dtype, W.dtype))
-    z = gemm(x, W, bias=b if fused else None)
-    return z if b is None or fused else add(z, b, out=z)
+    """x·W + b for x (M, K), W (K, N), b fused into the product where it can be (`with_bias`)."""
+    return with_bias(lambda bias: gemm(x, W, bias=bias), b, W.shape[1], np.result_type(x.dtype, W.dtype))
 
 
 def weight_and_bias_gradients(x, g):
