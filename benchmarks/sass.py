@@ -77,9 +77,8 @@ def innermost_loop(sass: str) -> list[str]:
     return instructions(sass, *loops_around_fma(sass)[0])
 
 
-def slice_loop(sass: str) -> list[str] | None:
-    """The instructions of the smallest loop strictly around the innermost one (a product's loop over the slices
-    of K: the multiply plus the loads of the next slice), or None."""
+def loop_around_innermost(sass: str) -> list[str] | None:
+    """The instructions of the smallest loop strictly around the innermost one, or None."""
     loops = loops_around_fma(sass)
     inner = loops[0]
     outer = [(start, end) for start, end in loops[1:] if start <= inner[0] and inner[1] <= end and (start, end) != inner]
@@ -87,10 +86,12 @@ def slice_loop(sass: str) -> list[str] | None:
 
 
 def compile_report(name: str, kernel, signature: tuple, cc: tuple, ptxas: str, cuobjdump: str | None,
-                   relocatable: bool = False) -> list[str]:
+                   relocatable: bool = False, slice_fma: int | None = None) -> list[str]:
     """ptxas's register and spill counts for `kernel` compiled for `signature`, the PTX's shared loads, and the
     instruction mix of its innermost FMA loop. `relocatable` kernels (grid sync) call the device runtime, linked
-    at load time, so ptxas compiles them with -c."""
+    at load time, so ptxas compiles them with -c. For a matrix product, `slice_fma` (BK·TM·TN) adds what a
+    thread runs per slice of K: the innermost loop when it is the slice, else that loop as many times as the
+    slice needs plus the loop around it."""
     from numba import cuda
 
     ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=cc,
@@ -114,10 +115,14 @@ def compile_report(name: str, kernel, signature: tuple, cc: tuple, ptxas: str, c
             fma = mix["FFMA"] + mix["DFMA"]
             lines.append(f"  innermost loop: {len(loop)} instructions, {fma} FMA ({fma / len(loop):.0%}); "
                          + ", ".join(f"{op} {n}" for op, n in mix.most_common()))
-            outer = slice_loop(body)
-            if outer:
-                lines.append(f"  loop around it (a product's slice of K): {len(outer) - len(loop)} instructions besides "
-                             "the innermost loop's")
+            outer = loop_around_innermost(body)
+            if outer and not slice_fma:
+                lines.append(f"  loop around it: {len(outer) - len(loop)} instructions besides the innermost loop's")
+            if slice_fma:
+                per_slice = len(loop) if fma == slice_fma else \
+                    len(loop) * slice_fma // fma + (len(outer) - len(loop) if outer else 0)
+                lines.append(f"  per slice of K: {per_slice} instructions for {slice_fma} FMA "
+                             f"({slice_fma / per_slice:.0%})")
     return lines
 
 
@@ -138,7 +143,8 @@ def report(dtype, tiling, trans_a: bool, trans_b: bool, cc: tuple, ptxas: str, c
     name = f"{np.dtype(dtype)} {'Aᵀ' if trans_a else 'A'}·{'Bᵀ' if trans_b else 'B'}" \
            f"{'' if epilogue == 'store' else f', epilogue {epilogue}'}{f', {a_loader.__name__}' if a_loader else ''}, " \
            f"tiling {tiling}"
-    return "\n".join(compile_report(name, kernel, signature, cc, ptxas, cuobjdump))
+    return "\n".join(compile_report(name, kernel, signature, cc, ptxas, cuobjdump,
+                                    slice_fma=tiling.BK * tiling.TM * tiling.TN))
 
 
 def report_convolution(dtype, tiling, cc: tuple, ptxas: str, cuobjdump: str | None) -> str:
@@ -157,7 +163,7 @@ def report_convolution(dtype, tiling, cc: tuple, ptxas: str, cuobjdump: str | No
     for name, trans_a, epilogue in (("forward, im2col(x)·W + b", False, "bias"), ("dW, im2col(x)ᵀ·G", True, "store")):
         kernel = gemm_kernel(np.dtype(dtype), tiling, trans_a, False, epilogue, im2col_loader)
         lines += compile_report(f"{np.dtype(dtype)} conv2d {name}, tiling {tiling}", kernel, signature, cc, ptxas,
-                                cuobjdump)
+                                cuobjdump, slice_fma=tiling.BK * tiling.TM * tiling.TN)
     return "\n".join(lines)
 
 

@@ -175,9 +175,10 @@ def test_gemm_of_empty_operands():
     np.testing.assert_array_equal(product(np.ones((2, 0)), np.ones((0, 4))), np.zeros((2, 4)))
 
 
-@pytest.mark.parametrize("tiling", [Tiling(32, 32, 8, 8, 8), Tiling(16, 16, 6, 4, 4), Tiling(16, 16, 3, 4, 4)])
+@pytest.mark.parametrize("tiling", [Tiling(32, 32, 8, 8, 8), Tiling(16, 16, 6, 4, 4), Tiling(16, 16, 3, 4, 4),
+                                    Tiling(12, 12, 12, 2, 2)])
 def test_gemm_rejects_tilings_it_cannot_split(tiling):
-    with pytest.raises(ValueError, match=r"threads must be a multiple of BK, BM and BN, and BK even"):
+    with pytest.raises(ValueError, match=r"threads must be a multiple of BK, BM and BN, and BK a power of two"):
         gemm_kernel(np.dtype(np.float32), tiling, False, False)
 
 

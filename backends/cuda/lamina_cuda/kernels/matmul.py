@@ -121,7 +121,7 @@ def slice_store(width: int, BK: int, T: int, k_contiguous: bool):
     def store(staged, tid, shared, buffer):
         i, kk = origin(tid)
         for l in range(LOADS):
-            shared[buffer, uint32(kk + l * K_STEP), uint32(i + l * ROW_STEP)] = staged[l]
+            shared[buffer, uint64(kk + l * K_STEP), uint64(i + l * ROW_STEP)] = staged[l]
 
     return store
 
@@ -187,8 +187,8 @@ def gemm_kernel(dtype: np.dtype, tiling: Tiling, trans_a: bool, trans_b: bool, e
     BM, BN, BK, TM, TN = tiling.BM, tiling.BN, tiling.BK, tiling.TM, tiling.TN
     TY, TX, T = BM // TM, BN // TN, tiling.threads
     V = math.gcd(max(1, VECTOR_BYTES // np.dtype(dtype).itemsize), TM, TN)     # elements per run
-    if T % BK or T % BM or T % BN or BK % 2:
-        raise ValueError(f"tiling {tiling}: its {T} threads must be a multiple of BK, BM and BN, and BK even")
+    if T % BK or T % BM or T % BN or BK & (BK - 1):
+        raise ValueError(f"tiling {tiling}: its {T} threads must be a multiple of BK, BM and BN, and BK a power of two")
     ROW_RUNS, COLUMN_RUNS = TM // V, TN // V
     A, B = a_loader(BM, BK, T, k_contiguous=not trans_a), dense_loader(BN, BK, T, k_contiguous=trans_b)
     A_LOADS, B_LOADS, A_STATE, B_STATE = A.loads, B.loads, A.state, B.state
@@ -198,6 +198,20 @@ def gemm_kernel(dtype: np.dtype, tiling: Tiling, trans_a: bool, trans_b: bool, e
     ALIGN = None if simulated else VECTOR_BYTES         # the simulator refuses an alignment
     options = {} if simulated else {"launch_bounds": (T, 2)}
     A_SHARED, B_SHARED = (2, BK, BM + V), (2, BK, BN + V)   # two buffers, rows padded by a vector
+
+    @cuda.jit(device=True, inline=True)
+    def step(As, Bs, buffer, k, rows, columns, acc, a_frag, b_frag):
+        for run in range(ROW_RUNS):
+            for v in range(V):
+                a_frag[run * V + v] = As[buffer, k, rows + uint32(run * TY * V + v)]
+        for run in range(COLUMN_RUNS):
+            for v in range(V):
+                b_frag[run * V + v] = Bs[buffer, k, columns + uint32(run * TX * V + v)]
+        for r in range(TM):
+            for q in range(TN):
+                acc[r, q] += a_frag[r] * b_frag[q]
+
+    multiply_slice = _unrolled(step, BK)
 
     @cuda.jit(**options)
     def kernel(a, b, c, bias, M, N, K, a_offsets, b_offsets, geometry):
@@ -227,23 +241,12 @@ def gemm_kernel(dtype: np.dtype, tiling: Tiling, trans_a: bool, trans_b: bool, e
         cuda.syncthreads()
         slices = (K + BK - 1) // BK
         for s in range(slices):
-            buffer = uint32(s % 2)
+            buffer = uint32(s & 1)
             more = s + 1 < slices
             if more:                                    # the next slice's global loads overlap the products
                 load_a(a, a_state, a0, row0, (s + 1) * BK, M, K, tid, a_staged, geometry)
                 load_b(b, b_state, b0, col0, (s + 1) * BK, N, K, tid, b_staged, geometry)
-            for pair in range(BK // 2):                 # NVVM unrolls the steps of a pair, not of a slice
-                for half in range(2):
-                    k = uint32(2 * pair + half)
-                    for run in range(ROW_RUNS):
-                        for v in range(V):
-                            a_frag[run * V + v] = As[buffer, k, rows + uint32(run * TY * V + v)]
-                    for run in range(COLUMN_RUNS):
-                        for v in range(V):
-                            b_frag[run * V + v] = Bs[buffer, k, columns + uint32(run * TX * V + v)]
-                    for r in range(TM):
-                        for q in range(TN):
-                            acc[r, q] += a_frag[r] * b_frag[q]
+            multiply_slice(As, Bs, buffer, uint32(0), rows, columns, acc, a_frag, b_frag)
             if more:
                 store_a(a_staged, tid, As, uint32(1) - buffer)
                 store_b(b_staged, tid, Bs, uint32(1) - buffer)
@@ -261,6 +264,22 @@ def gemm_kernel(dtype: np.dtype, tiling: Tiling, trans_a: bool, trans_b: bool, e
                             c[c0 + gi * N + gj] = acc[r, q] + bias[gj] if ADD_BIAS else acc[r, q]
 
     return kernel
+
+
+def _unrolled(step, count: int):
+    """A device function f(As, Bs, buffer, k0, rows, columns, acc, a_frag, b_frag) running `step` for
+    k = k0 … k0 + count − 1, written out as `count` inlined calls (count a power of two): NVVM unrolls no more
+    than two steps of a loop over k by itself, and the loop's bookkeeping then costs 16 instructions a pair."""
+    if count == 1:
+        return step
+    half = _unrolled(step, count // 2)
+    HALF = uint32(count // 2)
+
+    @cuda.jit(device=True, inline=True)
+    def both(As, Bs, buffer, k0, rows, columns, acc, a_frag, b_frag):
+        half(As, Bs, buffer, k0, rows, columns, acc, a_frag, b_frag)
+        half(As, Bs, buffer, k0 + HALF, rows, columns, acc, a_frag, b_frag)
+    return both
 
 
 @lru_cache(maxsize=1024)
