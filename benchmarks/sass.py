@@ -72,16 +72,26 @@ def instructions(sass: str, start: int, end: int) -> list[str]:
     return [text.strip() for address, text in INSTRUCTION.findall(sass) if start <= int(address, 16) <= end]
 
 
+def _innermost(sass: str) -> tuple[int, int]:
+    """(start, end) of the innermost loop doing the most fused multiply-adds a pass: of the backward-branching
+    loops around one, those holding no other such loop (a loop unrolled by hand leaves a remainder loop beside
+    it), the one with the most."""
+    loops = loops_around_fma(sass)
+    leaves = [(start, end) for start, end in loops
+              if not any(start <= s and e <= end and (s, e) != (start, end) for s, e in loops)]
+    return max(leaves, key=lambda loop: sum(opcode(text) in ("FFMA", "DFMA") for text in instructions(sass, *loop)))
+
+
 def innermost_loop(sass: str) -> list[str]:
-    """The instructions of the smallest backward-branching loop around a fused multiply-add."""
-    return instructions(sass, *loops_around_fma(sass)[0])
+    """The instructions of that innermost loop (`_innermost`)."""
+    return instructions(sass, *_innermost(sass))
 
 
 def loop_around_innermost(sass: str) -> list[str] | None:
     """The instructions of the smallest loop strictly around the innermost one, or None."""
-    loops = loops_around_fma(sass)
-    inner = loops[0]
-    outer = [(start, end) for start, end in loops[1:] if start <= inner[0] and inner[1] <= end and (start, end) != inner]
+    inner = _innermost(sass)
+    outer = [(start, end) for start, end in loops_around_fma(sass)
+             if start <= inner[0] and inner[1] <= end and (start, end) != inner]
     return instructions(sass, *outer[0]) if outer else None
 
 

@@ -131,8 +131,10 @@ def test_padded_steps_output_zero_and_carry_the_state(cuda):
 # ---- the persistent kernels (one cooperative launch per direction) and the step-by-step fallback -----------
 #: (hidden units, units per chunk or None for the default plan, or "steps" for LAMINA_CUDA_PERSISTENT_RNN=0, and
 #: whether the weights are staged in shared memory): one chunk; three chunks of one unit with 2 threads per
-#: (example, unit) pair; 2 + 1 units (a short last chunk); the same read from global memory, packed per chunk
+#: (example, unit) pair; 2 + 1 units (a short last chunk); the same read from global memory, packed per chunk;
+#: 9 units, so each sum over a<t-1> runs its loop unrolled (persistent.UNROLL terms a pass) twice and one term after
 RUNS = {"one-chunk": (2, None, True), "chunks-of-1": (3, 1, True), "short-last-chunk": (3, 2, True),
+        "nine-units": (9, None, True),
         "global-weights": (3, 2, False), "global-weights-chunks-of-1": (3, 1, False),
         "step-by-step": (2, "steps", True)}
 
@@ -216,7 +218,7 @@ def test_packed_weights_hold_each_chunks_weights_in_the_staged_layout(by_rows):
         if by_rows:
             want = np.array([[W[j, col] if j < n else 0 for j in units] for col in range(gates * n)])
         else:
-            want = np.array([[[W[k, q * n + j] if j < n else 0 for j in units] for q in range(gates)]
+            want = np.array([[[W[k, q * n + j] if j < n else 0 for q in range(gates)] for j in units]
                              for k in range(n)])
         np.testing.assert_array_equal(packed[c], want.ravel())
 

@@ -34,6 +34,8 @@ from .. import device
 THREADS = 256
 #: dynamic shared memory a block may use without opting in to more: weights beyond it are read from global memory
 SHARED_LIMIT = 48 * 1024
+#: terms of a sum per pass of its loop (written out: NVVM would keep a counter test per term)
+UNROLL = 4
 #: set to 0 to run every recurrence step by step
 ENVIRONMENT = "LAMINA_CUDA_PERSISTENT_RNN"
 
@@ -107,13 +109,21 @@ def kernels(dtype: np.dtype, gates: int, cell, cell_backward, staged: bool = Tru
     Staged, they copy their chunk's weights from W_a into shared memory; otherwise W_a is `weights`' packing
     (the columns forward, the rows backward), read from global memory in the same per-chunk layout."""
     element = numba.from_dtype(np.dtype(dtype))
+    U = uint64(UNROLL)
+
+    @cuda.jit(device=True, inline=True)
+    def add_term(z, H, h, weights, w):
+        """z[q] += a<t-1>[i, k]·W_a[k, q·n + j] for every gate q: the unit's gates lie side by side in `weights`."""
+        a = H[h]
+        for q in range(gates):
+            z[q] += a * weights[w + uint64(q)]
 
     @cuda.jit
     def forward(XW, W_a, b_a, P, peep, H, C, extra, mask, masked, T, m, n, out, width, y_on, final_col, J, S):
         """All T steps: z_a[i, q·n + j] = Σ_k a<t-1>[i, k]·W_a[k, q·n + j] for the block's units j, then the cells."""
         shared = cuda.shared.array(0, element)
         chunk_size = gates * n * J
-        weights = shared[:chunk_size if staged else 0]  # [k][q][jj]
+        weights = shared[:chunk_size if staged else 0]  # [k][jj][q]: a unit's gates side by side
         partial = shared[chunk_size if staged else 0:]  # [thread][q]: the sums, then the cell's z_a
         z = cuda.local.array(gates, element)
         grid = cuda.cg.this_grid()
@@ -132,18 +142,22 @@ def kernels(dtype: np.dtype, gates: int, cell, cell_backward, staged: bool = Tru
                     for e in range(tid, gates * n * units, threads):
                         q, rest = e // (n * units), e % (n * units)
                         k, jj = rest // units, rest % units
-                        weights[(k * gates + q) * J + jj] = W_a[k * G + q * n + j0 + jj]
+                        weights[(k * J + jj) * gates + q] = W_a[k * G + q * n + j0 + jj]
                     cuda.syncthreads()
                 for base in range(0, m * units, slots):
                     i, jj, active = _pair(base, slot, slots, units, m)
                     for q in range(gates):
                         z[q] = 0
                     if active:                  # unsigned indices: no negative-index wraparound to test
-                        h, w = uint64(t * mn + i * n + s), uint64(s * gates * J + jj)
-                        for _ in range((n - s + S - 1) // S):       # k = s, s + S, …
-                            a = H[h]
-                            for q in range(gates):
-                                z[q] += a * weights[w + uint64(q * J)]
+                        h, w = uint64(t * mn + i * n + s), uint64((s * J + jj) * gates)
+                        terms = uint64((n - s + S - 1) // S)          # k = s, s + S, …
+                        for _ in range(terms // U):
+                            for u in range(UNROLL):
+                                add_term(z, H, h + uint64(u) * S1, weights, w + uint64(u) * W1)
+                            h += U * S1
+                            w += U * W1
+                        for _ in range(terms % U):
+                            add_term(z, H, h, weights, w)
                             h += S1
                             w += W1
                     for q in range(gates):
@@ -191,7 +205,13 @@ def kernels(dtype: np.dtype, gates: int, cell, cell_backward, staged: bool = Tru
                     back = element(0)
                     if active and step > 0:
                         d, w = uint64(((t + 1) * m + i) * G + s), uint64(s * J + jj)
-                        for _ in range((G - s + S - 1) // S):       # columns s, s + S, …
+                        terms = uint64((G - s + S - 1) // S)          # columns s, s + S, …
+                        for _ in range(terms // U):
+                            for u in range(UNROLL):
+                                back += dZa[d + uint64(u) * S1] * weights[w + uint64(u) * W1]
+                            d += U * S1
+                            w += U * W1
+                        for _ in range(terms % U):
                             back += dZa[d] * weights[w]
                             d += S1
                             w += W1
@@ -212,19 +232,23 @@ def kernels(dtype: np.dtype, gates: int, cell, cell_backward, staged: bool = Tru
 
 @cuda.jit
 def _pack(W_a, packed, n, G, J, by_rows):
-    """packed[c][k][q][jj] = W_a[k, q·n + c·J + jj] (the forward's columns, by_rows False) or
+    """packed[c][k][jj][q] = W_a[k, q·n + c·J + jj] (the forward's columns, by_rows False) or
     packed[c][col][jj] = W_a[c·J + jj, col] (the backward's rows); 0 past the last unit."""
+    gates = G // n
     for e in range(cuda.grid(1), packed.size, cuda.gridsize(1)):
-        jj, rest = e % J, e // J
-        c, inner = rest // G, rest % G              # inner: k·gates + q, or col
+        if by_rows:
+            jj, rest = e % J, e // J
+            c, col = rest // G, rest % G
+        else:
+            q, rest = e % gates, e // gates
+            jj, rest = rest % J, rest // J
+            c, k = rest // n, rest % n
         j = c * J + jj
         if j >= n:
             packed[e] = 0
         elif by_rows:
-            packed[e] = W_a[j * G + inner]
+            packed[e] = W_a[j * G + col]
         else:
-            gates = G // n
-            k, q = inner // gates, inner % gates
             packed[e] = W_a[k * G + q * n + j]
 
 
